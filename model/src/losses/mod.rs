@@ -1,0 +1,11 @@
+//! The three training losses (SPEC section 4) and the training-step forward that combines them.
+
+mod contrastive;
+mod hungarian;
+mod mask_consistency;
+mod step;
+
+pub use contrastive::{contrastive_loss, GatherAll, LocalGather};
+pub use hungarian::min_cost_assignment;
+pub use mask_consistency::{mask_consistency_loss, MaskLossInputs};
+pub use step::{CrossPair, LossOptions, Losses, TrainBatch, ENTITY_WEIGHT, MASK_WEIGHT};

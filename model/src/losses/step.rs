@@ -1,0 +1,123 @@
+use burn::prelude::*;
+
+use super::{contrastive_loss, mask_consistency_loss, GatherAll, MaskLossInputs};
+use crate::error::OvsegError;
+use crate::model::OvSegmentor;
+
+/// Weight of the masked-entity loss.
+pub const ENTITY_WEIGHT: f64 = 1.0;
+/// Weight of the cross-image mask-consistency loss (stage 2).
+pub const MASK_WEIGHT: f64 = 0.1;
+
+/// One training batch, already tokenised (ids and masks [B, 77]) and normalised.
+#[derive(Debug, Clone)]
+pub struct TrainBatch<B: Backend> {
+    pub images: Tensor<B, 4>,
+    pub caption: (Tensor<B, 2, Int>, Tensor<B, 2, Int>),
+    pub question: (Tensor<B, 2, Int>, Tensor<B, 2, Int>),
+    pub answer: (Tensor<B, 2, Int>, Tensor<B, 2, Int>),
+    /// Stage 2: the partner images and "A photo of <shared entity>".
+    pub cross: Option<CrossPair<B>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CrossPair<B: Backend> {
+    pub images: Tensor<B, 4>,
+    pub entity: (Tensor<B, 2, Int>, Tensor<B, 2, Int>),
+}
+
+/// How to run the step: `training` switches Gumbel noise, drop-path and BatchNorm batch
+/// statistics on; `gather` supplies the global batch for the contrastive terms.
+pub struct LossOptions<'a, B: Backend> {
+    pub training: bool,
+    pub gather: &'a dyn GatherAll<B>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Losses<B: Backend> {
+    pub matching: Tensor<B, 1>,
+    pub entity: Tensor<B, 1>,
+    pub mask: Option<Tensor<B, 1>>,
+    /// matching + entity + 0.1 * mask.
+    pub total: Tensor<B, 1>,
+}
+
+impl<B: Backend> OvSegmentor<B> {
+    /// Forward of one training step: the matching and masked-entity losses, plus the
+    /// mask-consistency loss when the batch has cross pairs (stage 2).
+    pub fn losses(
+        &self,
+        batch: &TrainBatch<B>,
+        options: &LossOptions<'_, B>,
+    ) -> Result<Losses<B>, OvsegError> {
+        let training = options.training;
+        let heads = (
+            self.multimodal_groupingblock.as_ref(),
+            self.bridge_projector.as_ref(),
+        );
+        let (Some(multimodal), Some(bridge)) = heads else {
+            return Err(OvsegError::Input(
+                "this model has no training heads (it was exported for inference only)".into(),
+            ));
+        };
+        if batch.cross.is_some() && self.img_encoder_momentum.is_none() {
+            return Err(OvsegError::Input(
+                "cross-image pairs need the momentum image encoder".into(),
+            ));
+        }
+        let scale = self.scale();
+
+        let image = self.img_encoder.forward(batch.images.clone(), training);
+        let image_x = self.img_projector.forward(image.pooled.clone(), training);
+        let caption = self.encode_text(batch.caption.0.clone(), batch.caption.1.clone(), training);
+        let matching = contrastive_loss(image_x, caption, scale.clone(), options.gather);
+
+        let question = self
+            .text_encoder
+            .forward(batch.question.0.clone(), batch.question.1.clone());
+        let question = match &self.align_proj_text {
+            Some(p) => p.forward(question),
+            None => question,
+        };
+        let visual = match &self.align_proj_img {
+            Some(p) => p.forward(image.segments.clone()),
+            None => image.segments.clone(),
+        };
+        let answer_vec = bridge.forward(multimodal.forward(visual, question, training), training);
+        let answer = self.encode_text(batch.answer.0.clone(), batch.answer.1.clone(), training);
+        let entity = contrastive_loss(answer_vec, answer, scale, options.gather);
+
+        let mask = batch.cross.as_ref().map(|cross| {
+            let momentum = self.img_encoder_momentum.as_ref().expect("checked above");
+            let partner = momentum.forward(cross.images.clone(), training);
+            let entity_text = self
+                .encode_text(cross.entity.0.clone(), cross.entity.1.clone(), training)
+                .detach();
+            let groups = self
+                .img_projector
+                .forward_tokens(image.segments.clone(), training);
+            let similarity = groups
+                .matmul(entity_text.unsqueeze_dim(2))
+                .squeeze_dim::<2>(2);
+            let squeeze = |t: Tensor<B, 4>| t.squeeze_dim::<3>(1);
+            mask_consistency_loss(MaskLossInputs {
+                q_online: squeeze(image.assignment.q.clone()),
+                q_momentum: squeeze(partner.assignment.q),
+                k_momentum: squeeze(partner.assignment.k),
+                group_entity_similarity: similarity,
+                upsample_to: self.img_encoder.training_size(),
+            })
+        });
+
+        let mut total = matching.clone() + entity.clone() * ENTITY_WEIGHT;
+        if let Some(m) = &mask {
+            total = total + m.clone() * MASK_WEIGHT;
+        }
+        Ok(Losses {
+            matching,
+            entity,
+            mask,
+            total,
+        })
+    }
+}

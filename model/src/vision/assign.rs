@@ -1,0 +1,84 @@
+use burn::nn::{Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+use burn::tensor::Distribution;
+
+/// GroupViT's `AssignAttention` (1 head, qkv bias, `hard=True`, `gumbel=True`, assign_eps 1):
+/// every patch picks one group; the softmax runs over the GROUP axis.
+#[derive(Config, Debug)]
+pub struct AssignAttentionConfig {
+    pub dim: usize,
+}
+
+#[derive(Module, Debug)]
+pub struct AssignAttention<B: Backend> {
+    pub q_proj: Linear<B>,
+    pub k_proj: Linear<B>,
+    pub v_proj: Linear<B>,
+    pub proj: Linear<B>,
+}
+
+/// What the assignment produces besides the new group tokens.
+#[derive(Debug, Clone)]
+pub struct Assignment<B: Backend> {
+    /// Plain softmax over groups, no noise: [B, 1, G, N]. Segmentation reads this.
+    pub soft: Tensor<B, 4>,
+    /// One-hot (straight-through) assignment actually used: [B, 1, G, N].
+    pub hard: Tensor<B, 4>,
+    /// q_proj(group tokens): [B, 1, G, C], for the mask-consistency loss.
+    pub q: Tensor<B, 4>,
+    /// k_proj(patch tokens): [B, 1, N, C].
+    pub k: Tensor<B, 4>,
+}
+
+impl AssignAttentionConfig {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> AssignAttention<B> {
+        let linear = || LinearConfig::new(self.dim, self.dim).init(device);
+        AssignAttention {
+            q_proj: linear(),
+            k_proj: linear(),
+            v_proj: linear(),
+            proj: linear(),
+        }
+    }
+}
+
+impl<B: Backend> AssignAttention<B> {
+    /// `groups` [B, G, C] attend to `x` [B, N, C]. Training adds Gumbel noise (tau 1) before the
+    /// hard choice; both modes pass the gradient of the soft map through the one-hot.
+    pub fn forward(
+        &self,
+        groups: Tensor<B, 3>,
+        x: Tensor<B, 3>,
+        training: bool,
+    ) -> (Tensor<B, 3>, Assignment<B>) {
+        let [b, g, c] = groups.dims();
+        let n = x.dims()[1];
+        let q = self.q_proj.forward(groups);
+        let k = self.k_proj.forward(x.clone());
+        let v = self.v_proj.forward(x);
+        let logits = q.clone().matmul(k.clone().swap_dims(1, 2)) * (c as f64).powf(-0.5); // [B, G, N]
+
+        let soft = softmax(logits.clone(), 1);
+        let choice = if training {
+            let uniform = logits.random_like(Distribution::Uniform(1e-10, 1.0));
+            let gumbel = -(-uniform.log()).log();
+            softmax(logits + gumbel, 1)
+        } else {
+            soft.clone()
+        };
+        let index = choice.clone().argmax(1).squeeze_dim::<2>(1); // [B, N]
+        let one_hot: Tensor<B, 3> = index.one_hot::<3>(g).float().swap_dims(1, 2); // [B, G, N]
+        let hard = one_hot - choice.clone().detach() + choice;
+
+        let weights = hard.clone() / (hard.clone().sum_dim(2) + 1.0);
+        let out = self.proj.forward(weights.matmul(v));
+        let assignment = Assignment {
+            soft: soft.reshape([b, 1, g, n]),
+            hard: hard.reshape([b, 1, g, n]),
+            q: q.reshape([b, 1, g, c]),
+            k: k.reshape([b, 1, n, c]),
+        };
+        (out, assignment)
+    }
+}
