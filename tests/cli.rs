@@ -1,1 +1,353 @@
+//! The `ovseg` command line as a user runs it: convert the reference checkpoint, segment the
+//! reference picture with the 20 VOC classes and get the reference label map; bad input gives a
+//! one-line error and a non-zero exit, never a panic.
 
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+
+const VOC: &str = "aeroplane,bicycle,bird,boat,bottle,bus,car,cat,chair,cow,table,dog,horse,motorbike,person,plant,sheep,sofa,train,monitor";
+
+fn ovseg(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ovseg"))
+        .args(args)
+        .output()
+        .expect("ovseg runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = ovseg(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "ovseg {args:?} failed: {stderr}");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Runs a command that must fail and returns its one-line reason.
+fn fails(args: &[&str]) -> String {
+    let out = ovseg(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "ovseg {args:?} should fail");
+    assert!(
+        !stderr.contains("panicked"),
+        "ovseg {args:?} panicked: {stderr}"
+    );
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected a one-line reason, got: {stderr}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    lines[0].to_string()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ovseg-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn converted(dir: &Path, extra: &[&str]) -> PathBuf {
+    let out = dir.join("tiny.ovseg");
+    let tiny = tiny_dir();
+    let mut args = vec![
+        "convert",
+        "--checkpoint",
+        s(&tiny.join("checkpoint.pth")).to_owned().leak(),
+        "--config",
+    ];
+    args.push(s(&tiny.join("model.json")).to_owned().leak());
+    args.extend(["--out", s(&out).to_owned().leak()]);
+    args.extend(extra);
+    let stdout = ok(&args);
+    assert!(stdout.contains("wrote"), "{stdout}");
+    assert!(
+        dir.join("tiny.json").is_file(),
+        "config written beside the model"
+    );
+    out
+}
+
+fn read_mask(path: &Path) -> (Vec<u32>, u32, u32) {
+    let img = image::open(path).unwrap().to_luma8();
+    let (w, h) = img.dimensions();
+    (img.into_raw().into_iter().map(u32::from).collect(), w, h)
+}
+
+#[test]
+fn segment_reproduces_the_reference_label_map() {
+    let dir = scratch("parity");
+    let model = converted(&dir, &[]);
+    let tiny = tiny_dir();
+    let mask = dir.join("mask.png");
+    let logits = dir.join("logits.safetensors");
+    let overlay = dir.join("overlay.png");
+    let stdout = ok(&[
+        "segment",
+        "--model",
+        s(&model),
+        "--image",
+        s(&tiny.join("seg_image.png")),
+        "--labels",
+        VOC,
+        "--out-mask",
+        s(&mask),
+        "--out-logits",
+        s(&logits),
+        "--out-overlay",
+        s(&overlay),
+    ]);
+    assert!(
+        stdout.contains("seg_image.png") && stdout.contains('%'),
+        "{stdout}"
+    );
+
+    let (labels, w, h) = read_mask(&mask);
+    assert_eq!((w, h), (672, 448));
+    let expected: Vec<u32> = Fixture::open(tiny.join("outputs.safetensors"))
+        .f32s("seg_pred_slide")
+        .iter()
+        .map(|&v| v as u32)
+        .collect();
+    let differing = labels.iter().zip(&expected).filter(|(a, b)| a != b).count();
+    assert!(
+        differing * 2000 <= expected.len(),
+        "{differing} pixels differ from seg_pred_slide"
+    );
+
+    let saved = Fixture::open(logits);
+    assert_eq!(saved.shape("logits"), vec![21, 448, 672]);
+    let v = saved.f32s("logits");
+    let mut every4 = Vec::new();
+    for c in 0..21 {
+        for y in (0..448).step_by(4) {
+            for x in (0..672).step_by(4) {
+                every4.push(v[(c * 448 + y) * 672 + x]);
+            }
+        }
+    }
+    let reference = Fixture::open(tiny.join("outputs.safetensors"));
+    assert_close(
+        "seg_logits_slide_every4",
+        &every4,
+        &reference.f32s("seg_logits_slide_every4"),
+        1e-4,
+        1e-4,
+    );
+
+    let overlay = image::open(&overlay).unwrap();
+    assert_eq!(overlay.width(), 672);
+    assert!(overlay.height() > 448, "legend below the picture");
+
+    // The released .pth with its config gives the same map.
+    let mask2 = dir.join("mask2.png");
+    ok(&[
+        "segment",
+        "--model",
+        s(&tiny.join("checkpoint.pth")),
+        "--config",
+        s(&tiny.join("model.json")),
+        "--image",
+        s(&tiny.join("seg_image.png")),
+        "--labels",
+        VOC,
+        "--out-mask",
+        s(&mask2),
+    ]);
+    assert_eq!(read_mask(&mask2).0, labels);
+}
+
+#[test]
+fn half_precision_and_inference_only_models_segment() {
+    let dir = scratch("half");
+    let full = std::fs::metadata(converted(&scratch("half-full"), &[]))
+        .unwrap()
+        .len();
+    let model = converted(&dir, &["--half", "--inference-only"]);
+    let half = std::fs::metadata(&model).unwrap().len();
+    assert!(
+        half * 2 < full,
+        "f16 inference-only file ({half} B) is much smaller than f32 full ({full} B)"
+    );
+    let mask = dir.join("m.png");
+    let tiny = tiny_dir();
+    ok(&[
+        "segment",
+        "--model",
+        s(&model),
+        "--image",
+        s(&tiny.join("seg_image.png")),
+        "--labels",
+        VOC,
+        "--out-mask",
+        s(&mask),
+    ]);
+    let (labels, _, _) = read_mask(&mask);
+    let expected: Vec<u32> = Fixture::open(tiny.join("outputs.safetensors"))
+        .f32s("seg_pred_slide")
+        .iter()
+        .map(|&v| v as u32)
+        .collect();
+    let agree = labels.iter().zip(&expected).filter(|(a, b)| a == b).count();
+    assert!(
+        agree * 100 >= expected.len() * 95,
+        "f16 weights keep {agree} of {} labels",
+        expected.len()
+    );
+}
+
+/// A JPEG with an EXIF orientation tag (6: rotate 90 degrees clockwise to display).
+fn jpeg_with_orientation(path: &Path, w: u32, h: u32, orientation: u16) {
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, 90])
+    });
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+        .encode_image(&img)
+        .unwrap();
+    let mut tiff = b"II*\0\x08\0\0\0\x01\0".to_vec(); // little endian, IFD at 8, one entry
+    tiff.extend([0x12, 0x01, 3, 0, 1, 0, 0, 0]); // tag 0x0112 SHORT x1
+    tiff.extend(orientation.to_le_bytes());
+    tiff.extend([0, 0, 0, 0, 0, 0]); // padding + no next IFD
+    let mut app1 = b"Exif\0\0".to_vec();
+    app1.extend(tiff);
+    let mut out = jpeg[..2].to_vec(); // SOI
+    out.extend([0xFF, 0xE1]);
+    out.extend(((app1.len() + 2) as u16).to_be_bytes());
+    out.extend(app1);
+    out.extend(&jpeg[2..]);
+    std::fs::write(path, out).unwrap();
+}
+
+#[test]
+fn folders_exif_grey_and_rgba_pictures() {
+    let dir = scratch("inputs");
+    let model = converted(&dir, &["--inference-only"]);
+    let pictures = dir.join("pictures");
+    std::fs::create_dir_all(&pictures).unwrap();
+    jpeg_with_orientation(&pictures.join("rotated.jpg"), 320, 200, 6);
+    image::GrayImage::from_fn(300, 240, |x, _| image::Luma([(x % 256) as u8]))
+        .save(pictures.join("grey.png"))
+        .unwrap();
+    image::RgbaImage::from_fn(256, 256, |x, y| image::Rgba([x as u8, y as u8, 0, 128]))
+        .save(pictures.join("rgba.png"))
+        .unwrap();
+    std::fs::write(pictures.join("notes.txt"), "not a picture").unwrap();
+    let out = dir.join("out");
+    let stdout = ok(&[
+        "segment",
+        "--model",
+        s(&model),
+        "--image",
+        s(&pictures),
+        "--labels",
+        "cat, sofa ,window",
+        "--no-background",
+        "--out-dir",
+        s(&out),
+    ]);
+    assert_eq!(stdout.lines().count(), 3, "{stdout}");
+    let (rotated, w, h) = read_mask(&out.join("rotated.mask.png"));
+    assert_eq!(
+        (w, h),
+        (200, 320),
+        "EXIF orientation 6 turns 320x200 into 200x320"
+    );
+    assert!(
+        rotated.iter().all(|&l| l < 3),
+        "without background the labels are 0..K-1"
+    );
+    assert_eq!(read_mask(&out.join("grey.mask.png")).1, 300);
+    assert_eq!(read_mask(&out.join("rgba.mask.png")).1, 256);
+    assert!(out.join("rgba.overlay.png").is_file());
+}
+
+#[test]
+fn bad_input_is_a_one_line_error() {
+    let dir = scratch("errors");
+    let model = converted(&dir, &["--inference-only"]);
+    let tiny = tiny_dir();
+    let picture = tiny.join("seg_image.png");
+    let corrupt = dir.join("corrupt.png");
+    std::fs::write(&corrupt, b"\x89PNG\r\n\x1a\nthis is not really a png").unwrap();
+    let text_model = dir.join("model.txt");
+    std::fs::write(&text_model, "hello").unwrap();
+    let mut wrong_config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tiny.join("model.json")).unwrap()).unwrap();
+    wrong_config["image"]["embed_dim"] = serde_json::json!(128);
+    let wrong = dir.join("wrong.json");
+    std::fs::write(&wrong, wrong_config.to_string()).unwrap();
+    let broken = dir.join("broken.json");
+    std::fs::write(&broken, "{\"image\": ").unwrap();
+
+    let seg = |model: &Path, image: &Path, labels: &str| {
+        fails(&[
+            "segment",
+            "--model",
+            s(model),
+            "--image",
+            s(image),
+            "--labels",
+            labels,
+            "--out-dir",
+            s(&dir),
+        ])
+    };
+    assert!(seg(&model, &dir.join("missing.png"), "cat").contains("does not exist"));
+    assert!(seg(&model, &corrupt, "cat").contains("corrupt.png"));
+    assert!(seg(&model, &picture, " , ").contains("no labels"));
+    assert!(seg(&model, &picture, "cat,cat").contains("twice"));
+    assert!(seg(&dir.join("nope.mpk"), &picture, "cat").contains("does not exist"));
+    assert!(seg(&text_model, &picture, "cat").contains("not an ovseg model file"));
+    let e = fails(&[
+        "segment",
+        "--model",
+        s(&tiny.join("checkpoint.pth")),
+        "--config",
+        s(&wrong),
+        "--image",
+        s(&picture),
+        "--labels",
+        "cat",
+    ]);
+    assert!(
+        e.contains("shape mismatch") && e.contains("img_encoder.pos_embed"),
+        "{e}"
+    );
+    let e = fails(&[
+        "convert",
+        "--checkpoint",
+        s(&tiny.join("checkpoint.pth")),
+        "--config",
+        s(&broken),
+        "--out",
+        s(&dir.join("x.mpk")),
+    ]);
+    assert!(e.contains("broken.json"), "{e}");
+    let e = fails(&[
+        "convert",
+        "--checkpoint",
+        s(&text_model),
+        "--config",
+        s(&tiny.join("model.json")),
+        "--out",
+        s(&dir.join("x.mpk")),
+    ]);
+    assert!(e.contains("model.txt"), "{e}");
+    let e = fails(&[
+        "segment",
+        "--model",
+        s(&model),
+        "--image",
+        s(&picture),
+        "--labels",
+        "cat",
+        "--bg-thresh",
+        "3",
+    ]);
+    assert!(e.contains("bg-thresh"), "{e}");
+}

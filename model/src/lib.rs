@@ -13,6 +13,7 @@ pub mod heads;
 pub mod losses;
 pub mod model;
 pub mod nn;
+pub mod record;
 pub mod segmentation;
 pub mod text;
 pub mod vision;

@@ -1,1 +1,56 @@
-fn main() {}
+//! `ovseg`: convert released OVSegmentor checkpoints, segment pictures with any words, benchmark.
+
+mod backend;
+mod commands;
+mod image_io;
+mod labels;
+mod model_io;
+mod overlay;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "ovseg",
+    version,
+    about = "Open-vocabulary semantic segmentation (OVSegmentor, CVPR 2023)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Convert a released PyTorch checkpoint (.pth) into an ovseg model file.
+    Convert(commands::convert::Args),
+    /// Label every pixel of one or more pictures with one of the given words.
+    Segment(commands::segment::Args),
+    /// Time the image and text encoders on the CPU backends (random weights).
+    Bench(commands::bench::Args),
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("OVSEG_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Convert(args) => commands::convert::run(args),
+        Command::Segment(args) => commands::segment::run(args),
+        Command::Bench(args) => commands::bench::run(args),
+    };
+    if let Err(error) = result {
+        // One line: the chain of causes, most general first.
+        let reason: Vec<String> = error
+            .chain()
+            .map(|e| e.to_string().replace('\n', " "))
+            .collect();
+        eprintln!("error: {}", reason.join(": "));
+        std::process::exit(1);
+    }
+}

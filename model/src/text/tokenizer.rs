@@ -50,6 +50,16 @@ impl TextTokenizer {
         })
     }
 
+    /// The uncased BERT WordPiece tokenizer (30522 tokens) of every released OVSegmentor and of
+    /// MiniLM, compiled into the crate.
+    #[cfg(feature = "embedded-tokenizer")]
+    pub fn bert_base_uncased() -> Self {
+        Self::from_json(include_str!(
+            "../../assets/bert-base-uncased-tokenizer.json"
+        ))
+        .expect("embedded tokenizer.json is valid")
+    }
+
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, OvsegError> {
         let json = std::str::from_utf8(bytes)
             .map_err(|_| OvsegError::Tokenizer("tokenizer.json is not UTF-8".into()))?;

@@ -1,0 +1,231 @@
+//! The model file `ovseg convert` writes and every front end reads: a burn named-MessagePack
+//! record holding the weights and a JSON manifest (configuration and which optional parts are
+//! present), so that one file is enough to rebuild the model. Bytes in, bytes out: the same code
+//! runs natively and in the browser.
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::prelude::*;
+use burn::record::{
+    FullPrecisionSettings, HalfPrecisionSettings, NamedMpkBytesRecorder, Record, Recorder,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::config::OvsegConfig;
+use crate::error::OvsegError;
+use crate::model::{OvSegmentor, OvSegmentorRecord};
+
+/// Version of the manifest layout.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Record)]
+pub struct OvsegRecord<B: Backend> {
+    pub manifest: String,
+    pub model: OvSegmentorRecord<B>,
+}
+
+/// What a model file says about itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub config: OvsegConfig,
+    /// "f32" or "f16".
+    pub precision: String,
+    pub momentum_encoder: bool,
+    pub training_heads: bool,
+}
+
+/// Storage precision of the weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    Full,
+    Half,
+}
+
+impl Precision {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Full => "f32",
+            Self::Half => "f16",
+        }
+    }
+}
+
+impl Manifest {
+    pub fn describe<B: Backend>(
+        model: &OvSegmentor<B>,
+        config: &OvsegConfig,
+        precision: Precision,
+    ) -> Self {
+        Self {
+            format: FORMAT_VERSION,
+            config: config.clone(),
+            precision: precision.name().into(),
+            momentum_encoder: model.img_encoder_momentum.is_some(),
+            training_heads: model.has_training_heads(),
+        }
+    }
+
+    /// The empty model this manifest describes, ready for `load_record`.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> OvSegmentor<B> {
+        let mut model = if self.training_heads {
+            self.config.init(device)
+        } else {
+            self.config.init_inference(device)
+        };
+        if !self.momentum_encoder {
+            model.img_encoder_momentum = None;
+        }
+        model
+    }
+}
+
+/// Serialises a model and its manifest.
+pub fn model_to_bytes<B: Backend>(
+    model: OvSegmentor<B>,
+    config: &OvsegConfig,
+    precision: Precision,
+) -> Result<Vec<u8>, OvsegError> {
+    let manifest = Manifest::describe(&model, config, precision);
+    let record = OvsegRecord {
+        manifest: serde_json::to_string(&manifest).expect("manifest serialises"),
+        model: model.into_record(),
+    };
+    let bytes = match precision {
+        Precision::Full => NamedMpkBytesRecorder::<FullPrecisionSettings>::new().record(record, ()),
+        Precision::Half => NamedMpkBytesRecorder::<HalfPrecisionSettings>::new().record(record, ()),
+    };
+    bytes.map_err(|e| OvsegError::Input(format!("cannot serialise the model: {e}")))
+}
+
+/// Rebuilds a model from [`model_to_bytes`] output, checking every parameter's shape against
+/// the manifest's configuration. `origin` names the file in errors.
+pub fn model_from_bytes<B: Backend>(
+    bytes: Vec<u8>,
+    origin: &str,
+    device: &B::Device,
+) -> Result<(OvSegmentor<B>, Manifest), OvsegError> {
+    let fail = |message: String| OvsegError::Checkpoint {
+        path: origin.into(),
+        message,
+    };
+    let record: OvsegRecord<B> = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
+        .load(bytes, device)
+        .map_err(|e| fail(format!("not an ovseg model file ({e})")))?;
+    let manifest: Manifest = serde_json::from_str(&record.manifest)
+        .map_err(|e| fail(format!("unreadable manifest: {e}")))?;
+    if manifest.format != FORMAT_VERSION {
+        return Err(fail(format!(
+            "model file format {} (this build reads {FORMAT_VERSION})",
+            manifest.format
+        )));
+    }
+    manifest.config.validate()?;
+    let empty = manifest.init::<B>(device);
+    let expected = shapes(&empty);
+    let model = empty.load_record(record.model);
+    let found = shapes(&model);
+    if expected != found {
+        let diff: Vec<String> = expected
+            .iter()
+            .zip(&found)
+            .filter(|(e, f)| e != f)
+            .take(8)
+            .map(|((path, e), (_, f))| format!("{path}: file {f:?}, config {e:?}"))
+            .collect();
+        return Err(fail(format!(
+            "weights do not match the configuration: {}",
+            diff.join(", ")
+        )));
+    }
+    Ok((model, manifest))
+}
+
+/// (path, shape) of every float parameter, in visiting order.
+fn shapes<B: Backend, M: Module<B>>(module: &M) -> Vec<(String, Vec<usize>)> {
+    #[derive(Default)]
+    struct Shapes {
+        path: Vec<String>,
+        found: Vec<(String, Vec<usize>)>,
+    }
+    impl<B: Backend> ModuleVisitor<B> for Shapes {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            self.found
+                .push((self.path.join("."), param.shape().to_vec()));
+        }
+    }
+    let mut visitor = Shapes::default();
+    module.visit(&mut visitor);
+    visitor.found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+
+    fn tiny() -> OvsegConfig {
+        let mut c = OvsegConfig::vits_minilm();
+        c.image.embed_dim = 32;
+        c.image.num_heads = vec![4, 4];
+        c.image.depths = vec![1, 1];
+        c.image.num_group_tokens = vec![8, 0];
+        c.image.num_output_groups = vec![2];
+        c.text.hidden_size = 32;
+        c.text.num_attention_heads = 4;
+        c.text.num_hidden_layers = 1;
+        c.text.intermediate_size = 64;
+        c.text.vocab_size = 100;
+        c.proj_inner_dim = 64;
+        c.output_dim = 16;
+        c
+    }
+
+    #[test]
+    fn round_trip_full_and_half() {
+        let device = Default::default();
+        let config = tiny();
+        let model = config.init::<NdArray>(&device);
+        let reference = model.logit_scale.val().into_data();
+        for precision in [Precision::Full, Precision::Half] {
+            let bytes = model_to_bytes(model.clone(), &config, precision).unwrap();
+            let (back, manifest) = model_from_bytes::<NdArray>(bytes, "mem", &device).unwrap();
+            assert_eq!(manifest.config, config);
+            assert!(manifest.training_heads && manifest.momentum_encoder);
+            let a = model.img_encoder.pos_embed.val();
+            let b = back.img_encoder.pos_embed.val();
+            let err: f32 = (a - b).abs().max().into_scalar();
+            let tol = if precision == Precision::Full {
+                0.0
+            } else {
+                1e-3
+            };
+            assert!(err <= tol, "{precision:?}: {err}");
+            back.logit_scale
+                .val()
+                .into_data()
+                .assert_approx_eq::<f32>(&reference, burn::tensor::Tolerance::absolute(1e-2));
+        }
+        let inference = model.into_inference();
+        let bytes = model_to_bytes(inference, &config, Precision::Full).unwrap();
+        let (back, manifest) = model_from_bytes::<NdArray>(bytes, "mem", &device).unwrap();
+        assert!(!manifest.training_heads && back.bridge_projector.is_none());
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        let device = Default::default();
+        let e = model_from_bytes::<NdArray>(b"not a model".to_vec(), "junk.mpk", &device)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("junk.mpk") && e.contains("not an ovseg model file"),
+            "{e}"
+        );
+    }
+}

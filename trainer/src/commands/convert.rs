@@ -1,0 +1,54 @@
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use ovseg_model::import::load_checkpoint;
+use ovseg_model::record::Precision;
+
+use crate::backend::Cpu;
+use crate::model_io::{config_path_beside, read_config, save_model};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Released checkpoint: a PyTorch .pth whose `model` entry is the state dict.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Model configuration (JSON) the checkpoint was trained with.
+    #[arg(long)]
+    config: PathBuf,
+    /// Where to write the ovseg model file; the configuration goes beside it as <name>.json.
+    #[arg(long)]
+    out: PathBuf,
+    /// Store the weights as f16 (half the size).
+    #[arg(long)]
+    half: bool,
+    /// Leave out the momentum encoder and the training heads (inference only, smaller).
+    #[arg(long)]
+    inference_only: bool,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let device = Default::default();
+    let config = read_config(&args.config)?;
+    let (model, report) = load_checkpoint::<Cpu>(&args.checkpoint, &config, &device)?;
+    tracing::info!(loaded = report.loaded, ignored = ?report.ignored, "checkpoint read");
+    let model = if args.inference_only {
+        model.into_inference()
+    } else {
+        model
+    };
+    let precision = if args.half {
+        Precision::Half
+    } else {
+        Precision::Full
+    };
+    save_model(model, &config, &args.out, precision)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    println!(
+        "wrote {} ({} tensors, {}) and {}",
+        args.out.display(),
+        report.loaded,
+        if args.half { "f16" } else { "f32" },
+        config_path_beside(&args.out).display()
+    );
+    Ok(())
+}

@@ -1,0 +1,218 @@
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use burn::prelude::*;
+use indicatif::{ProgressBar, ProgressStyle};
+use ovseg_model::segmentation::{ClassEmbedder, SegmentOptions, TemplateSet};
+use ovseg_model::text::TextTokenizer;
+
+use crate::backend::Cpu;
+use crate::image_io::{expand_inputs, read_image, write_mask};
+use crate::labels::parse_labels;
+use crate::model_io::{load_model, write_atomically};
+use crate::overlay::render_overlay;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model: a file written by `ovseg convert`, or a released .pth with --config.
+    #[arg(long)]
+    model: PathBuf,
+    /// Model configuration, needed with a .pth checkpoint.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Pictures to segment: files or folders of JPEG/PNG (repeatable).
+    #[arg(long, required = true, num_args = 1..)]
+    image: Vec<PathBuf>,
+    /// The words to label pixels with, comma separated: "cat,sofa,window".
+    #[arg(long)]
+    labels: String,
+    /// Prompt templates ensembled per label.
+    #[arg(long, default_value = "simple", value_parser = ["simple", "subset", "full", "identity"])]
+    template: String,
+    /// No background class: every pixel gets one of the labels.
+    #[arg(long)]
+    no_background: bool,
+    /// Background threshold (pixels whose best label scores below it are background).
+    #[arg(long, default_value_t = 0.95)]
+    bg_thresh: f64,
+    /// tokenizer.json to use instead of the built-in uncased BERT one.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Label map PNG (one image only): each pixel holds its label index, 0 = background.
+    #[arg(long)]
+    out_mask: Option<PathBuf>,
+    /// Overlay PNG (one image only): colours blended over the picture, with a legend.
+    #[arg(long)]
+    out_overlay: Option<PathBuf>,
+    /// Logits (one image only): safetensors with `logits` [classes, H, W] float32.
+    #[arg(long)]
+    out_logits: Option<PathBuf>,
+    /// Folder for the outputs not named explicitly: <stem>.mask.png and <stem>.overlay.png.
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if !(0.0..=1.0).contains(&args.bg_thresh) {
+        bail!("--bg-thresh {} must be between 0 and 1", args.bg_thresh);
+    }
+    let labels = parse_labels(&args.labels)?;
+    let images = expand_inputs(&args.image)?;
+    let explicit =
+        args.out_mask.is_some() || args.out_overlay.is_some() || args.out_logits.is_some();
+    if images.len() > 1 && explicit {
+        bail!("--out-mask, --out-overlay and --out-logits name one picture's outputs; with {} pictures use --out-dir", images.len());
+    }
+    let out_dir = match (&args.out_dir, explicit) {
+        (Some(dir), _) => Some(dir.clone()),
+        (None, false) => Some(PathBuf::from(".")),
+        (None, true) => None,
+    };
+    if let Some(dir) = &out_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+
+    let device = Default::default();
+    let tokenizer = match &args.tokenizer {
+        Some(path) => TextTokenizer::from_bytes(
+            &std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
+        )?,
+        None => TextTokenizer::bert_base_uncased(),
+    };
+    let (model, _) = load_model(&args.model, args.config.as_deref(), &device)?;
+    let template = TemplateSet::parse(&args.template)?;
+    // The words are encoded once for every picture of the run.
+    let classes = ClassEmbedder::new(&tokenizer, template).embed(&model, &labels, &device)?;
+    let background = !args.no_background;
+    let options = SegmentOptions {
+        bg_thresh: background.then_some(args.bg_thresh),
+        ..Default::default()
+    };
+    let names: Vec<String> = if background {
+        std::iter::once("background".to_string())
+            .chain(labels.iter().cloned())
+            .collect()
+    } else {
+        labels.clone()
+    };
+
+    let bar = ProgressBar::new(images.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} {msg} [{elapsed_precise}<{eta_precise}]",
+        )
+        .expect("template"),
+    );
+    let mut failures = Vec::new();
+    for path in &images {
+        bar.set_message(
+            path.file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default(),
+        );
+        let outcome = segment_one(
+            &model,
+            path,
+            &classes,
+            &options,
+            &names,
+            background,
+            &args,
+            out_dir.as_deref(),
+        );
+        match outcome {
+            Ok(summary) => bar.suspend(|| println!("{summary}")),
+            Err(e) if images.len() > 1 => {
+                bar.suspend(|| eprintln!("skipped {}: {e:#}", path.display()));
+                failures.push(path.clone());
+            }
+            Err(e) => return Err(e),
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    if !failures.is_empty() {
+        bail!(
+            "{} of {} pictures could not be segmented",
+            failures.len(),
+            images.len()
+        );
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn segment_one(
+    model: &ovseg_model::OvSegmentor<Cpu>,
+    path: &Path,
+    classes: &Tensor<Cpu, 2>,
+    options: &SegmentOptions,
+    names: &[String],
+    background: bool,
+    args: &Args,
+    out_dir: Option<&Path>,
+) -> Result<String> {
+    let picture = read_image(path)?;
+    let result = model.segment(&picture, classes.clone(), options);
+    let (w, h) = (picture.width, picture.height);
+    let labels: Vec<u32> = result
+        .labels
+        .into_data()
+        .convert::<i64>()
+        .to_vec::<i64>()
+        .expect("int labels")
+        .into_iter()
+        .map(|l| l as u32)
+        .collect();
+
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| "image".into());
+    let default = |suffix: &str| out_dir.map(|d| d.join(format!("{stem}.{suffix}")));
+    let mask_path = args.out_mask.clone().or_else(|| default("mask.png"));
+    let overlay_path = args.out_overlay.clone().or_else(|| default("overlay.png"));
+    if let Some(p) = &mask_path {
+        write_mask(p, &labels, w, h)?;
+    }
+    if let Some(p) = &overlay_path {
+        let overlay = render_overlay(&picture, &labels, names, background, 0.5);
+        overlay
+            .save(p)
+            .with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    if let Some(p) = &args.out_logits {
+        write_logits(p, result.logits)?;
+    }
+
+    let mut counts = vec![0usize; names.len()];
+    for &l in &labels {
+        counts[l as usize] += 1;
+    }
+    let mut order: Vec<usize> = (0..names.len()).filter(|&i| counts[i] > 0).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(counts[i]));
+    let shares: Vec<String> = order
+        .iter()
+        .map(|&i| {
+            format!(
+                "{} {:.1}%",
+                names[i],
+                counts[i] as f64 * 100.0 / labels.len() as f64
+            )
+        })
+        .collect();
+    Ok(format!("{}: {}", path.display(), shares.join(", ")))
+}
+
+fn write_logits(path: &Path, logits: Tensor<Cpu, 3>) -> Result<()> {
+    let shape = logits.dims().to_vec();
+    let values: Vec<f32> = logits
+        .into_data()
+        .convert::<f32>()
+        .to_vec()
+        .expect("f32 logits");
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, &bytes)?;
+    let file = safetensors::serialize([("logits", view)], None)?;
+    write_atomically(path, &file)
+}

@@ -1,0 +1,99 @@
+//! Reading pictures (JPEG, PNG, ...; EXIF orientation applied; grey and RGBA accepted) and
+//! writing label maps.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use image::{DynamicImage, ImageDecoder, ImageReader};
+use ovseg_model::segmentation::RgbImage;
+
+/// Pictures beyond this many pixels are refused (a 16k x 16k photo is 268 MP).
+pub const MAX_PIXELS: u64 = 100_000_000;
+
+pub fn read_image(path: &Path) -> Result<RgbImage> {
+    let mut reader = ImageReader::open(path)
+        .with_context(|| format!("cannot open image {}", path.display()))?
+        .with_guessed_format()
+        .with_context(|| format!("cannot read image {}", path.display()))?;
+    if reader.format().is_none() {
+        bail!(
+            "{} is not an image in a format ovseg reads (JPEG, PNG)",
+            path.display()
+        );
+    }
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_PIXELS * 4);
+    reader.limits(limits);
+    let mut decoder = reader
+        .into_decoder()
+        .with_context(|| format!("corrupt image {}", path.display()))?;
+    let (w, h) = decoder.dimensions();
+    if w as u64 * h as u64 > MAX_PIXELS {
+        bail!(
+            "image {} is {w}x{h}, larger than the {MAX_PIXELS}-pixel limit",
+            path.display()
+        );
+    }
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut picture = DynamicImage::from_decoder(decoder)
+        .with_context(|| format!("corrupt image {}", path.display()))?;
+    picture.apply_orientation(orientation);
+    let rgb = picture.to_rgb8();
+    let (w, h) = rgb.dimensions();
+    Ok(RgbImage::new(w as usize, h as usize, rgb.into_raw())?)
+}
+
+/// Files to segment: every file named, and every JPEG/PNG inside every folder named (sorted).
+pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(input)
+                .with_context(|| format!("cannot list {}", input.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.is_file()
+                        && matches!(
+                            p.extension()
+                                .and_then(|e| e.to_str())
+                                .map(str::to_ascii_lowercase)
+                                .as_deref(),
+                            Some("jpg" | "jpeg" | "png")
+                        )
+                })
+                .collect();
+            found.sort();
+            if found.is_empty() {
+                bail!("folder {} holds no JPEG or PNG pictures", input.display());
+            }
+            files.extend(found);
+        } else if input.is_file() {
+            files.push(input.clone());
+        } else {
+            bail!("image {} does not exist", input.display());
+        }
+    }
+    if files.is_empty() {
+        bail!("no image given (use --image FILE or a folder)");
+    }
+    Ok(files)
+}
+
+/// A label map as PNG: 8-bit grey when every index fits, 16-bit otherwise.
+pub fn write_mask(path: &Path, labels: &[u32], width: usize, height: usize) -> Result<()> {
+    let max = labels.iter().copied().max().unwrap_or(0);
+    let result = if max < 256 {
+        let bytes: Vec<u8> = labels.iter().map(|&l| l as u8).collect();
+        image::GrayImage::from_raw(width as u32, height as u32, bytes)
+            .expect("sizes agree")
+            .save(path)
+    } else {
+        let words: Vec<u16> = labels.iter().map(|&l| l as u16).collect();
+        image::ImageBuffer::<image::Luma<u16>, _>::from_raw(width as u32, height as u32, words)
+            .expect("sizes agree")
+            .save(path)
+    };
+    result.with_context(|| format!("cannot write {}", path.display()))
+}

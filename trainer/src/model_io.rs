@@ -1,0 +1,102 @@
+//! Model files on disk: ovseg model files (any name) and released `.pth` checkpoints.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use ovseg_model::import::load_checkpoint;
+use ovseg_model::record::{model_from_bytes, model_to_bytes, Precision};
+use ovseg_model::{OvSegmentor, OvsegConfig};
+
+use crate::backend::Cpu;
+
+pub fn read_config(path: &Path) -> Result<OvsegConfig> {
+    let json = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config {}", path.display()))?;
+    OvsegConfig::from_json(&json).with_context(|| format!("config {}", path.display()))
+}
+
+/// PyTorch checkpoints are zip archives; ovseg model files are MessagePack.
+fn is_pth(path: &Path) -> bool {
+    let mut magic = [0u8; 2];
+    std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .map(|_| &magic == b"PK")
+        .unwrap_or(false)
+}
+
+/// Loads what `ovseg convert` wrote, or a released `.pth` together with its `--config`.
+pub fn load_model(
+    path: &Path,
+    config: Option<&Path>,
+    device: &burn::tensor::Device<Cpu>,
+) -> Result<(OvSegmentor<Cpu>, OvsegConfig)> {
+    if !path.is_file() {
+        bail!("model file {} does not exist", path.display());
+    }
+    if is_pth(path) {
+        let Some(config_path) = config else {
+            bail!(
+                "{} is a PyTorch checkpoint: give its model configuration with --config",
+                path.display()
+            );
+        };
+        let config = read_config(config_path)?;
+        let (model, _) = load_checkpoint::<Cpu>(path, &config, device)?;
+        return Ok((model, config));
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let (model, manifest) = model_from_bytes::<Cpu>(bytes, &path.display().to_string(), device)?;
+    if let Some(config_path) = config {
+        let given = read_config(config_path)?;
+        if given != manifest.config {
+            bail!(
+                "--config {} differs from the configuration stored in {}",
+                config_path.display(),
+                path.display()
+            );
+        }
+    }
+    Ok((model, manifest.config))
+}
+
+/// `model.mpk` -> `model.json`, the configuration written beside a model file.
+pub fn config_path_beside(model: &Path) -> PathBuf {
+    model.with_extension("json")
+}
+
+/// Writes the model file atomically (temporary file, then rename) and its config beside it.
+pub fn save_model(
+    model: OvSegmentor<Cpu>,
+    config: &OvsegConfig,
+    out: &Path,
+    precision: Precision,
+) -> Result<()> {
+    let config_out = config_path_beside(out);
+    if config_out == out {
+        bail!(
+            "--out {} would be overwritten by its own config; choose a name not ending in .json",
+            out.display()
+        );
+    }
+    let bytes = model_to_bytes(model, config, precision)?;
+    write_atomically(out, &bytes)?;
+    write_atomically(&config_out, config.to_json().as_bytes())?;
+    Ok(())
+}
+
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}
