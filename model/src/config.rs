@@ -179,6 +179,24 @@ impl OvsegConfig {
         Self::with(ImageConfig::vit_small(), TextConfig::minilm_l6())
     }
 
+    /// The reference fixture's model (width 64, 2 + 2 blocks, 16 -> 4 groups, a 2-layer BERT of
+    /// width 96): small enough for tests and smoke runs.
+    pub fn tiny() -> Self {
+        let image = ImageConfig {
+            embed_dim: 64,
+            depths: vec![2, 2],
+            num_heads: vec![4, 4],
+            num_group_tokens: vec![16, 0],
+            num_output_groups: vec![4],
+            ..ImageConfig::vit_small()
+        };
+        let text = TextConfig::bert(96, 2, 4, 192);
+        Self {
+            output_dim: 32,
+            ..Self::with(image, text)
+        }
+    }
+
     fn with(image: ImageConfig, text: TextConfig) -> Self {
         Self {
             image,
@@ -194,8 +212,9 @@ impl OvsegConfig {
         match name {
             "paper" => Ok(Self::paper()),
             "vits-minilm" => Ok(Self::vits_minilm()),
+            "tiny" => Ok(Self::tiny()),
             other => Err(OvsegError::Config(format!(
-                "unknown preset '{other}' (known: paper, vits-minilm)"
+                "unknown preset '{other}' (known: paper, vits-minilm, tiny)"
             ))),
         }
     }

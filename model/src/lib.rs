@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod error;
+pub mod eval;
 pub mod heads;
 pub mod losses;
 pub mod model;

@@ -170,19 +170,9 @@ mod tests {
     use burn::backend::NdArray;
 
     fn tiny() -> OvsegConfig {
-        let mut c = OvsegConfig::vits_minilm();
-        c.image.embed_dim = 32;
-        c.image.num_heads = vec![4, 4];
-        c.image.depths = vec![1, 1];
-        c.image.num_group_tokens = vec![8, 0];
-        c.image.num_output_groups = vec![2];
-        c.text.hidden_size = 32;
-        c.text.num_attention_heads = 4;
-        c.text.num_hidden_layers = 1;
-        c.text.intermediate_size = 64;
+        let mut c = OvsegConfig::tiny();
         c.text.vocab_size = 100;
         c.proj_inner_dim = 64;
-        c.output_dim = 16;
         c
     }
 

@@ -2,6 +2,7 @@
 
 mod backend;
 mod commands;
+mod eval;
 mod image_io;
 mod labels;
 mod model_io;
@@ -26,6 +27,8 @@ enum Command {
     Convert(commands::convert::Args),
     /// Label every pixel of one or more pictures with one of the given words.
     Segment(commands::segment::Args),
+    /// Zero-shot mIoU on a segmentation benchmark, or ImageNet top-1/top-5.
+    Eval(commands::eval::Args),
     /// Time the image and text encoders on the CPU backends (random weights).
     Bench(commands::bench::Args),
 }
@@ -42,6 +45,7 @@ fn main() {
     let result = match cli.command {
         Command::Convert(args) => commands::convert::run(args),
         Command::Segment(args) => commands::segment::run(args),
+        Command::Eval(args) => commands::eval::run(args),
         Command::Bench(args) => commands::bench::run(args),
     };
     if let Err(error) = result {

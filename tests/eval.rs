@@ -1,0 +1,365 @@
+//! `ovseg eval` end to end on tiny datasets written in each benchmark's layout, with the
+//! reference checkpoint. The ground truth is made from the model's own predictions and then
+//! edited, so the expected IoUs are known by brute-force counting.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use burn::backend::Flex;
+use common::*;
+use ovseg_model::segmentation::{ClassEmbedder, RgbImage, SegmentOptions, TemplateSet, Vocab};
+use ovseg_model::text::TextTokenizer;
+
+type B = Flex;
+
+fn ovseg(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ovseg"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ovseg {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ovseg-eval-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// The fixture's three photos as JPEG files (decoded back, exactly as ovseg will read them).
+fn write_pictures(dir: &Path) -> Vec<(String, RgbImage)> {
+    std::fs::create_dir_all(dir).unwrap();
+    ["image0_224", "image1_224", "seg_image"]
+        .iter()
+        .map(|name| {
+            let path = dir.join(format!("{name}.jpg"));
+            image::open(tiny_dir().join(format!("{name}.png")))
+                .unwrap()
+                .to_rgb8()
+                .save(&path)
+                .unwrap();
+            let rgb = image::open(&path).unwrap().to_rgb8();
+            let (w, h) = rgb.dimensions();
+            (
+                name.to_string(),
+                RgbImage::new(w as usize, h as usize, rgb.into_raw()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn write_grey(path: &Path, values: &[u32], w: usize, h: usize) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    image::GrayImage::from_raw(
+        w as u32,
+        h as u32,
+        values.iter().map(|&v| v as u8).collect(),
+    )
+    .unwrap()
+    .save(path)
+    .unwrap();
+}
+
+fn write_indexed(path: &Path, values: &[u32], w: usize, h: usize) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w as u32, h as u32);
+    enc.set_color(png::ColorType::Indexed);
+    enc.set_depth(png::BitDepth::Eight);
+    enc.set_palette(
+        (0..256u32)
+            .flat_map(|i| [(i * 7) as u8, (i * 13) as u8, (i * 29) as u8])
+            .collect::<Vec<u8>>(),
+    );
+    let mut writer = enc.write_header().unwrap();
+    writer
+        .write_image_data(&values.iter().map(|&v| v as u8).collect::<Vec<u8>>())
+        .unwrap();
+}
+
+/// Ground truth from a prediction: a band of rows moved to another class and a block ignored.
+fn edit(pred: &[u32], w: usize, classes: u32) -> Vec<u32> {
+    pred.iter()
+        .enumerate()
+        .map(|(i, &p)| {
+            let (x, y) = (i % w, i / w);
+            if y < 20 {
+                (p + 1) % classes
+            } else if x < 10 {
+                255
+            } else {
+                p
+            }
+        })
+        .collect()
+}
+
+fn brute_force_iou(pairs: &[(u32, u32)], classes: usize) -> Vec<Option<f64>> {
+    (0..classes as u32)
+        .map(|c| {
+            let scored = pairs.iter().filter(|(_, g)| *g != 255);
+            let inter = scored.clone().filter(|(p, g)| *p == c && *g == c).count();
+            let union = scored.filter(|(p, g)| *p == c || *g == c).count();
+            (union > 0).then(|| 100.0 * inter as f64 / union as f64)
+        })
+        .collect()
+}
+
+#[test]
+fn every_layout_scores_like_a_brute_force_count() {
+    let device = Default::default();
+    let (model, _) = ovseg_model::import::load_checkpoint::<B>(
+        &tiny_dir().join("checkpoint.pth"),
+        &ovseg_model::OvsegConfig::tiny(),
+        &device,
+    )
+    .unwrap();
+    let tokenizer = TextTokenizer::bert_base_uncased();
+    let dir = scratch("layouts");
+    let model_file = dir.join("tiny.mpk");
+    ovseg(&[
+        "convert",
+        "--checkpoint",
+        s(&tiny_dir().join("checkpoint.pth")),
+        "--config",
+        s(&tiny_dir().join("model.json")),
+        "--out",
+        s(&model_file),
+        "--inference-only",
+    ]);
+
+    for dataset in ["voc", "context", "coco_object", "ade20k"] {
+        let vocab = Vocab::get().dataset(dataset).unwrap();
+        let root = dir.join(dataset);
+        let (picture_dir, label_path): (PathBuf, Box<dyn Fn(&str) -> PathBuf>) = match dataset {
+            "voc" => (
+                root.join("JPEGImages"),
+                Box::new(|id| root.join("SegmentationClass").join(format!("{id}.png"))),
+            ),
+            "context" => (
+                root.join("JPEGImages"),
+                Box::new(|id| {
+                    root.join("SegmentationClassContext")
+                        .join(format!("{id}.png"))
+                }),
+            ),
+            "coco_object" => (
+                root.join("images/val2017"),
+                Box::new(|id| {
+                    root.join("annotations/val2017_cocoobject")
+                        .join(format!("{id}_instanceTrainIds.png"))
+                }),
+            ),
+            _ => (
+                root.join("images/validation"),
+                Box::new(|id| {
+                    root.join("annotations/validation")
+                        .join(format!("{id}.png"))
+                }),
+            ),
+        };
+        let pictures = write_pictures(&picture_dir);
+        let classes = ClassEmbedder::new(&tokenizer, TemplateSet::Simple)
+            .embed(&model, vocab.foreground(), &device)
+            .unwrap();
+        let options = SegmentOptions {
+            bg_thresh: vocab.bg_thresh,
+            ..Default::default()
+        };
+        let mut pairs = Vec::new();
+        for (id, picture) in &pictures {
+            let pred: Vec<u32> = values(
+                model
+                    .segment(picture, classes.clone(), &options)
+                    .labels
+                    .float(),
+            )
+            .iter()
+            .map(|&v| v as u32)
+            .collect();
+            let truth = edit(&pred, picture.width, vocab.classes.len() as u32);
+            pairs.extend(pred.iter().copied().zip(truth.iter().copied()));
+            let (w, h) = (picture.width, picture.height);
+            match dataset {
+                "voc" | "context" => write_indexed(&label_path(id), &truth, w, h),
+                "coco_object" => write_grey(&label_path(id), &truth, w, h),
+                _ => write_grey(
+                    &label_path(id),
+                    &truth
+                        .iter()
+                        .map(|&t| if t == 255 { 0 } else { t + 1 })
+                        .collect::<Vec<_>>(),
+                    w,
+                    h,
+                ),
+            }
+        }
+        if matches!(dataset, "voc" | "context") {
+            let split = if dataset == "voc" {
+                "ImageSets/Segmentation"
+            } else {
+                "ImageSets/SegmentationContext"
+            };
+            std::fs::create_dir_all(root.join(split)).unwrap();
+            let ids: Vec<&str> = pictures.iter().map(|(id, _)| id.as_str()).collect();
+            std::fs::write(root.join(split).join("val.txt"), ids.join("\n")).unwrap();
+        }
+
+        let out = dir.join(format!("{dataset}.json"));
+        let preds = dir.join(format!("{dataset}-pred"));
+        let stdout = ovseg(&[
+            "eval",
+            "--model",
+            s(&model_file),
+            "--dataset",
+            dataset,
+            "--root",
+            s(&root),
+            "--out",
+            s(&out),
+            "--save-pred",
+            s(&preds),
+        ]);
+        assert!(stdout.contains("mIoU"), "{stdout}");
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        assert_eq!(report["images"], 3);
+        let expected = brute_force_iou(&pairs, vocab.classes.len());
+        let mut kept = Vec::new();
+        for (c, name) in vocab.classes.iter().enumerate() {
+            let got = report["per_class"][name].as_f64();
+            match expected[c] {
+                Some(e) => {
+                    let g = got.unwrap_or_else(|| panic!("{dataset}/{name}: missing IoU"));
+                    assert!(
+                        (g - e).abs() < 1e-9,
+                        "{dataset}/{name}: {g} vs brute force {e}"
+                    );
+                    kept.push(e);
+                }
+                None => assert!(got.is_none(), "{dataset}/{name}: absent class has an IoU"),
+            }
+        }
+        let miou = kept.iter().sum::<f64>() / kept.len() as f64;
+        assert!(
+            (report["miou"].as_f64().unwrap() - miou).abs() < 1e-9,
+            "{dataset}: mIoU"
+        );
+        let scored: Vec<_> = pairs.iter().filter(|(_, g)| *g != 255).collect();
+        let aacc =
+            100.0 * scored.iter().filter(|(p, g)| p == g).count() as f64 / scored.len() as f64;
+        assert!(
+            (report["aacc"].as_f64().unwrap() - aacc).abs() < 1e-9,
+            "{dataset}: aAcc"
+        );
+        assert_eq!(
+            std::fs::read_dir(&preds).unwrap().count(),
+            3,
+            "{dataset}: saved predictions"
+        );
+    }
+
+    // --limit scores fewer pictures.
+    let out = dir.join("limited.json");
+    ovseg(&[
+        "eval",
+        "--model",
+        s(&model_file),
+        "--dataset",
+        "voc",
+        "--root",
+        s(&dir.join("voc")),
+        "--limit",
+        "1",
+        "--out",
+        s(&out),
+    ]);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(report["images"], 1);
+}
+
+#[test]
+fn imagenet_classification() {
+    let dir = scratch("imagenet");
+    let model_file = dir.join("tiny.mpk");
+    ovseg(&[
+        "convert",
+        "--checkpoint",
+        s(&tiny_dir().join("checkpoint.pth")),
+        "--config",
+        s(&tiny_dir().join("model.json")),
+        "--out",
+        s(&model_file),
+        "--inference-only",
+    ]);
+    let images = dir.join("val");
+    write_pictures(&images);
+    std::fs::write(
+        images.join("val.csv"),
+        "image,label\nimage0_224.jpg,281\nimage1_224.jpg,504\nseg_image.jpg,0\n",
+    )
+    .unwrap();
+    let out = dir.join("imagenet.json");
+    let stdout = ovseg(&[
+        "eval",
+        "--model",
+        s(&model_file),
+        "--dataset",
+        "imagenet",
+        "--root",
+        s(&images),
+        "--template",
+        "simple",
+        "--out",
+        s(&out),
+    ]);
+    assert!(stdout.contains("top-1"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(report["images"], 3);
+    let (top1, top5) = (
+        report["top1"].as_f64().unwrap(),
+        report["top5"].as_f64().unwrap(),
+    );
+    assert!((0.0..=100.0).contains(&top1) && top1 <= top5);
+
+    // With two classes every picture is in the top five.
+    std::fs::write(
+        images.join("two.csv"),
+        "image0_224.jpg,0\nimage1_224.jpg,1\n",
+    )
+    .unwrap();
+    ovseg(&[
+        "eval",
+        "--model",
+        s(&model_file),
+        "--dataset",
+        "imagenet",
+        "--root",
+        s(&images),
+        "--labels-file",
+        s(&images.join("two.csv")),
+        "--classes",
+        "cat,coffee",
+        "--template",
+        "simple",
+        "--out",
+        s(&out),
+    ]);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(report["top5"].as_f64().unwrap(), 100.0);
+}

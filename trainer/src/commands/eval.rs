@@ -1,0 +1,136 @@
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use ovseg_model::segmentation::{TemplateSet, Vocab};
+use ovseg_model::text::TextTokenizer;
+
+use crate::eval::datasets::{read_class_list, Dataset, Layout};
+use crate::eval::imagenet::{classify, read_val_list};
+use crate::eval::run::{evaluate, EvalOptions};
+use crate::model_io::{load_model, write_atomically};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Benchmark {
+    Voc,
+    Context,
+    #[value(name = "coco_object")]
+    CocoObject,
+    Ade20k,
+    /// Zero-shot ImageNet classification (top-1/top-5) over a folder and its val.csv.
+    Imagenet,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model: a file written by `ovseg convert`, or a released .pth with --config.
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long, value_enum)]
+    dataset: Benchmark,
+    /// Dataset folder in the benchmark's usual layout.
+    #[arg(long)]
+    root: PathBuf,
+    /// Write the scores as JSON (miou, macc, aacc in percent; per_class IoU by class name).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Score only the first N pictures.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Write each prediction as a coloured PNG into this folder.
+    #[arg(long)]
+    save_pred: Option<PathBuf>,
+    /// Class names for custom data in a benchmark's layout: comma separated or a file, one a
+    /// line, background first when the layout has one.
+    #[arg(long)]
+    classes: Option<String>,
+    /// Background threshold override.
+    #[arg(long)]
+    bg_thresh: Option<f64>,
+    /// Prompt templates ensembled per class (default: simple for segmentation, full for ImageNet).
+    #[arg(long, value_parser = ["simple", "subset", "full", "identity"])]
+    template: Option<String>,
+    /// ImageNet: the label file, `<image>,<class index>` per line (default ROOT/val.csv).
+    #[arg(long)]
+    labels_file: Option<PathBuf>,
+    /// tokenizer.json to use instead of the built-in uncased BERT one.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+}
+
+fn bar() -> ProgressBar {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} {msg} [{elapsed_precise}<{eta_precise}, {per_sec}]",
+        )
+        .expect("template"),
+    );
+    bar
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if let Some(t) = args.bg_thresh {
+        if !(0.0..=1.0).contains(&t) {
+            bail!("--bg-thresh {t} must be between 0 and 1");
+        }
+    }
+    let device = Default::default();
+    let tokenizer = match &args.tokenizer {
+        Some(path) => TextTokenizer::from_bytes(
+            &std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
+        )?,
+        None => TextTokenizer::bert_base_uncased(),
+    };
+    let classes = args.classes.as_deref().map(read_class_list).transpose()?;
+
+    let layout = match args.dataset {
+        Benchmark::Voc => Layout::Voc,
+        Benchmark::Context => Layout::Context,
+        Benchmark::CocoObject => Layout::CocoObject,
+        Benchmark::Ade20k => Layout::Ade20k,
+        Benchmark::Imagenet => {
+            let names = classes.unwrap_or_else(|| Vocab::get().imagenet_classes.clone());
+            let list = read_val_list(
+                &args
+                    .labels_file
+                    .clone()
+                    .unwrap_or_else(|| args.root.join("val.csv")),
+                names.len(),
+            )?;
+            let list = &list[..args.limit.unwrap_or(usize::MAX).min(list.len())];
+            let template = TemplateSet::parse(args.template.as_deref().unwrap_or("full"))?;
+            let (model, _) = load_model(&args.model, args.config.as_deref(), &device)?;
+            let progress = bar();
+            let report = classify(
+                &model, &tokenizer, &args.root, list, &names, template, 32, &progress, &device,
+            )?;
+            progress.finish_and_clear();
+            println!(
+                "imagenet: {} images, top-1 {:.2}, top-5 {:.2}",
+                report.images, report.top1, report.top5
+            );
+            if let Some(out) = &args.out {
+                write_atomically(out, serde_json::to_string_pretty(&report)?.as_bytes())?;
+            }
+            return Ok(());
+        }
+    };
+    let dataset = Dataset::open(layout, &args.root, classes, args.bg_thresh)?;
+    let (model, _) = load_model(&args.model, args.config.as_deref(), &device)?;
+    let options = EvalOptions {
+        template: TemplateSet::parse(args.template.as_deref().unwrap_or("simple"))?,
+        limit: args.limit,
+        save_pred: args.save_pred.clone(),
+    };
+    let progress = bar();
+    let report = evaluate(&model, &tokenizer, &dataset, &options, &progress, &device)?;
+    progress.finish_and_clear();
+    print!("{}", report.table());
+    if let Some(out) = &args.out {
+        write_atomically(out, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,204 @@
+//! The benchmarks' folder layouts (SPEC section 7) as lists of (picture, label) pairs.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use ovseg_model::eval::LabelTransform;
+use ovseg_model::segmentation::Vocab;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Layout {
+    /// PASCAL VOC 2012: JPEGImages, SegmentationClass, ImageSets/Segmentation/val.txt.
+    Voc,
+    /// PASCAL Context (59 classes + background): SegmentationClassContext, ImageSets/SegmentationContext/val.txt.
+    Context,
+    /// COCO Object (GroupViT's conversion): images/val2017, annotations/val2017_cocoobject/*_instanceTrainIds.png.
+    CocoObject,
+    /// ADE20K: images/validation, annotations/validation (labels shifted down, 0 ignored).
+    Ade20k,
+}
+
+impl Layout {
+    pub fn vocab_name(self) -> &'static str {
+        match self {
+            Self::Voc => "voc",
+            Self::Context => "context",
+            Self::CocoObject => "coco_object",
+            Self::Ade20k => "ade20k",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub id: String,
+    pub image: PathBuf,
+    pub label: PathBuf,
+}
+
+/// A benchmark ready to score: samples, class names (background first where there is one),
+/// the background threshold and the label transform.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub name: String,
+    pub samples: Vec<Sample>,
+    pub classes: Vec<String>,
+    pub with_background: bool,
+    pub bg_thresh: Option<f64>,
+    pub transform: LabelTransform,
+    pub palette: Option<Vec<[u8; 3]>>,
+}
+
+/// Class list overrides: comma separated names or a file with one name a line.
+pub fn read_class_list(arg: &str) -> Result<Vec<String>> {
+    let path = Path::new(arg);
+    let names: Vec<String> = if path.is_file() {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read class list {}", path.display()))?
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect()
+    } else {
+        arg.split(',').map(|c| c.trim().to_string()).collect()
+    };
+    if names.is_empty() || names.iter().any(|n| n.is_empty()) {
+        bail!("class list '{arg}' is empty or has an empty name");
+    }
+    Ok(names)
+}
+
+fn split_ids(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read split file {}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect())
+}
+
+fn files_with_suffix(dir: &Path, suffix: &str) -> Result<Vec<String>> {
+    let mut stems: Vec<String> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(suffix))
+                .map(String::from)
+        })
+        .collect();
+    stems.sort();
+    Ok(stems)
+}
+
+impl Dataset {
+    /// Reads `root` in `layout`. `classes` (background first when `with_background`) and
+    /// `bg_thresh` override the benchmark's own, for custom data in the same layout.
+    pub fn open(
+        layout: Layout,
+        root: &Path,
+        classes: Option<Vec<String>>,
+        bg_thresh: Option<f64>,
+    ) -> Result<Self> {
+        if !root.is_dir() {
+            bail!("dataset root {} is not a folder", root.display());
+        }
+        let vocab = Vocab::get().dataset(layout.vocab_name())?;
+        let samples: Vec<Sample> = match layout {
+            Layout::Voc | Layout::Context => {
+                let (labels, split) = if layout == Layout::Voc {
+                    ("SegmentationClass", "ImageSets/Segmentation/val.txt")
+                } else {
+                    (
+                        "SegmentationClassContext",
+                        "ImageSets/SegmentationContext/val.txt",
+                    )
+                };
+                split_ids(&root.join(split))?
+                    .into_iter()
+                    .map(|id| Sample {
+                        image: root.join("JPEGImages").join(format!("{id}.jpg")),
+                        label: root.join(labels).join(format!("{id}.png")),
+                        id,
+                    })
+                    .collect()
+            }
+            Layout::CocoObject => {
+                let ann = root.join("annotations/val2017_cocoobject");
+                files_with_suffix(&ann, "_instanceTrainIds.png")?
+                    .into_iter()
+                    .map(|id| Sample {
+                        image: root.join("images/val2017").join(format!("{id}.jpg")),
+                        label: ann.join(format!("{id}_instanceTrainIds.png")),
+                        id,
+                    })
+                    .collect()
+            }
+            Layout::Ade20k => {
+                let ann = root.join("annotations/validation");
+                files_with_suffix(&ann, ".png")?
+                    .into_iter()
+                    .map(|id| Sample {
+                        image: root.join("images/validation").join(format!("{id}.jpg")),
+                        label: ann.join(format!("{id}.png")),
+                        id,
+                    })
+                    .collect()
+            }
+        };
+        if samples.is_empty() {
+            bail!(
+                "no samples found in {} ({:?} layout)",
+                root.display(),
+                layout
+            );
+        }
+        if let Some(missing) = samples.iter().find(|s| !s.image.is_file()) {
+            bail!(
+                "picture {} of sample '{}' is missing",
+                missing.image.display(),
+                missing.id
+            );
+        }
+        let with_background = vocab.with_background;
+        let classes = match classes {
+            Some(c) => c,
+            None => vocab.classes.clone(),
+        };
+        if with_background && classes.len() < 2 {
+            bail!(
+                "a {:?} class list needs the background first and at least one class",
+                layout
+            );
+        }
+        Ok(Self {
+            name: layout.vocab_name().to_string(),
+            samples,
+            palette: vocab.palette.clone().filter(|p| p.len() >= classes.len()),
+            classes,
+            with_background,
+            bg_thresh: if with_background {
+                bg_thresh.or(vocab.bg_thresh)
+            } else {
+                None
+            },
+            transform: if layout == Layout::Ade20k {
+                LabelTransform::ReduceZero
+            } else {
+                LabelTransform::Identity
+            },
+        })
+    }
+
+    /// Class names the text encoder sees (the background is not a word).
+    pub fn foreground(&self) -> &[String] {
+        if self.with_background {
+            &self.classes[1..]
+        } else {
+            &self.classes
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The mIoU loop: every picture segmented as SPEC section 6 says, scored as section 7 says.
+//! `ovseg eval` and training's periodic evaluation both call [`evaluate`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use burn::prelude::*;
+use indicatif::ProgressBar;
+use ovseg_model::eval::IouAccumulator;
+use ovseg_model::segmentation::{ClassEmbedder, SegmentOptions, TemplateSet};
+use ovseg_model::text::TextTokenizer;
+use ovseg_model::OvSegmentor;
+use serde::Serialize;
+
+use super::datasets::Dataset;
+use super::labels::read_label_png;
+use crate::image_io::read_image;
+use crate::overlay::palette_color;
+
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    pub template: TemplateSet,
+    /// Score only the first N samples.
+    pub limit: Option<usize>,
+    /// Write each prediction as a coloured PNG here.
+    pub save_pred: Option<PathBuf>,
+}
+
+/// What `ovseg eval --out` writes (percentages; a class absent from predictions and labels has
+/// a null IoU and is left out of the means).
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    pub dataset: String,
+    pub images: usize,
+    pub miou: f64,
+    pub macc: f64,
+    pub aacc: f64,
+    pub per_class: BTreeMap<String, f64>,
+    pub per_class_acc: BTreeMap<String, f64>,
+    /// Class order of the tables.
+    pub classes: Vec<String>,
+    pub seconds: f64,
+}
+
+pub fn evaluate<B: Backend>(
+    model: &OvSegmentor<B>,
+    tokenizer: &TextTokenizer,
+    dataset: &Dataset,
+    options: &EvalOptions,
+    progress: &ProgressBar,
+    device: &B::Device,
+) -> Result<EvalReport> {
+    let start = std::time::Instant::now();
+    let classes = ClassEmbedder::new(tokenizer, options.template).embed(
+        model,
+        dataset.foreground(),
+        device,
+    )?;
+    let segment = SegmentOptions {
+        bg_thresh: dataset.bg_thresh,
+        ..Default::default()
+    };
+    let samples = &dataset.samples[..options
+        .limit
+        .unwrap_or(usize::MAX)
+        .min(dataset.samples.len())];
+    if let Some(dir) = &options.save_pred {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    progress.set_length(samples.len() as u64);
+    let mut scores = IouAccumulator::new(dataset.classes.len());
+    for sample in samples {
+        let picture = read_image(&sample.image)?;
+        let (stored, w, h) = read_label_png(&sample.label)?;
+        if (w, h) != (picture.width, picture.height) {
+            bail!(
+                "label {} is {w}x{h} but its picture {} is {}x{}",
+                sample.label.display(),
+                sample.image.display(),
+                picture.width,
+                picture.height
+            );
+        }
+        let result = model.segment(&picture, classes.clone(), &segment);
+        let pred: Vec<u32> = result
+            .labels
+            .into_data()
+            .convert::<i64>()
+            .to_vec::<i64>()
+            .expect("int labels")
+            .into_iter()
+            .map(|l| l as u32)
+            .collect();
+        let label: Vec<u32> = stored
+            .into_iter()
+            .map(|v| dataset.transform.apply(v))
+            .collect();
+        scores.add(&pred, &label);
+        if let Some(dir) = &options.save_pred {
+            save_prediction(
+                &dir.join(format!("{}.png", sample.id)),
+                &pred,
+                w,
+                h,
+                dataset,
+            )?;
+        }
+        progress.inc(1);
+        progress.set_message(format!("mIoU {:.2}", scores.scores().miou));
+    }
+    let s = scores.scores();
+    let table = |values: &[f64]| {
+        dataset
+            .classes
+            .iter()
+            .cloned()
+            .zip(values.iter().copied())
+            .collect()
+    };
+    Ok(EvalReport {
+        dataset: dataset.name.clone(),
+        images: samples.len(),
+        miou: s.miou,
+        macc: s.macc,
+        aacc: s.aacc,
+        per_class: table(&s.iou),
+        per_class_acc: table(&s.acc),
+        classes: dataset.classes.clone(),
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+fn save_prediction(path: &Path, pred: &[u32], w: usize, h: usize, dataset: &Dataset) -> Result<()> {
+    let color = |l: u32| match &dataset.palette {
+        Some(p) => p[l as usize],
+        None => palette_color(l as usize + usize::from(!dataset.with_background)),
+    };
+    let pixels: Vec<u8> = pred.iter().flat_map(|&l| color(l)).collect();
+    image::RgbImage::from_raw(w as u32, h as u32, pixels)
+        .expect("sizes agree")
+        .save(path)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+impl EvalReport {
+    /// The per-class table and the summary, as printed by `ovseg eval`.
+    pub fn table(&self) -> String {
+        let mut out = String::from("| class | IoU | Acc |\n|---|---|---|\n");
+        let fmt = |v: f64| {
+            if v.is_nan() {
+                "-".to_string()
+            } else {
+                format!("{v:.2}")
+            }
+        };
+        for name in &self.classes {
+            out.push_str(&format!(
+                "| {name} | {} | {} |\n",
+                fmt(self.per_class[name]),
+                fmt(self.per_class_acc[name])
+            ));
+        }
+        out.push_str(&format!(
+            "\n{}: {} images, mIoU {:.2}, mAcc {:.2}, aAcc {:.2} ({:.1} s, {:.2} images/s)\n",
+            self.dataset,
+            self.images,
+            self.miou,
+            self.macc,
+            self.aacc,
+            self.seconds,
+            self.images as f64 / self.seconds.max(1e-9)
+        ));
+        out
+    }
+}
