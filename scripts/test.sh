@@ -12,5 +12,6 @@ cargo test --workspace --locked 2>&1 | tee "$log"
 read -r passed failed < <(awk '/^test result:/ {p += $4; f += $6} END {print p + 0, f + 0}' "$log")
 rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 cargo build --locked --manifest-path model/Cargo.toml --target wasm32-unknown-unknown --release
-echo "wasm32 build of ovseg-model: ok"
+cargo build --locked -p ovseg-web --target wasm32-unknown-unknown --release
+echo "wasm32 builds of ovseg-model and ovseg-web: ok"
 echo "tests: $passed passed, $failed failed"

@@ -7,6 +7,8 @@ use ovseg_model::import::load_checkpoint;
 use ovseg_model::record::{model_from_bytes, model_to_bytes, Precision};
 use ovseg_model::{OvSegmentor, OvsegConfig};
 
+use burn::prelude::Backend;
+
 use crate::backend::Cpu;
 
 pub fn read_config(path: &Path) -> Result<OvsegConfig> {
@@ -25,11 +27,11 @@ fn is_pth(path: &Path) -> bool {
 }
 
 /// Loads what `ovseg convert` wrote, or a released `.pth` together with its `--config`.
-pub fn load_model(
+pub fn load_model<B: Backend>(
     path: &Path,
     config: Option<&Path>,
-    device: &burn::tensor::Device<Cpu>,
-) -> Result<(OvSegmentor<Cpu>, OvsegConfig)> {
+    device: &B::Device,
+) -> Result<(OvSegmentor<B>, OvsegConfig)> {
     if !path.is_file() {
         bail!("model file {} does not exist", path.display());
     }
@@ -41,11 +43,11 @@ pub fn load_model(
             );
         };
         let config = read_config(config_path)?;
-        let (model, _) = load_checkpoint::<Cpu>(path, &config, device)?;
+        let (model, _) = load_checkpoint::<B>(path, &config, device)?;
         return Ok((model, config));
     }
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let (model, manifest) = model_from_bytes::<Cpu>(bytes, &path.display().to_string(), device)?;
+    let (model, manifest) = model_from_bytes::<B>(bytes, &path.display().to_string(), device)?;
     if let Some(config_path) = config {
         let given = read_config(config_path)?;
         if given != manifest.config {

@@ -58,7 +58,7 @@ impl DatasetVocab {
 }
 
 /// Which prompt templates to ensemble per class.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum TemplateSet {
     /// "a photo of a {}."
     #[default]

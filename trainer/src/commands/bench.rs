@@ -3,7 +3,7 @@ use std::time::Instant;
 use anyhow::Result;
 use burn::backend::{Flex, NdArray};
 use burn::prelude::*;
-use ovseg_model::segmentation::{ClassEmbedder, TemplateSet};
+use ovseg_model::segmentation::{ClassEmbedder, RgbImage, SegmentOptions, TemplateSet};
 use ovseg_model::text::TextTokenizer;
 use ovseg_model::OvsegConfig;
 
@@ -47,8 +47,9 @@ fn time<F: FnMut()>(repeats: usize, mut f: F) -> f64 {
     )
 }
 
-/// (one 448x448 window through the image encoder, 20 class prompts through the text side).
-fn measure<B: Backend>(config: &OvsegConfig, repeats: usize) -> Result<(f64, f64)> {
+/// (one 448x448 window through the image encoder, 20 class prompts through the text side,
+/// one whole 500x375 picture segmented as evaluation does: resize to 597x448, two windows).
+fn measure<B: Backend>(config: &OvsegConfig, repeats: usize) -> Result<(f64, f64, f64)> {
     let device = B::Device::default();
     let model = config.init_inference::<B>(&device);
     let window = Tensor::<B, 4>::random(
@@ -76,21 +77,34 @@ fn measure<B: Backend>(config: &OvsegConfig, repeats: usize) -> Result<(f64, f64
     if let Some(e) = failure {
         return Err(e.into());
     }
-    Ok((window_s, prompts_s))
+    let classes = embedder.embed(&model, &classes, &device)?;
+    let pixels: Vec<u8> = (0..500 * 375 * 3).map(|i| (i * 7 % 251) as u8).collect();
+    let picture = RgbImage::new(500, 375, pixels)?;
+    let options = SegmentOptions::default();
+    let picture_s = time(repeats, || {
+        let _ = model
+            .segment(&picture, classes.clone(), &options)
+            .labels
+            .into_data();
+    });
+    Ok((window_s, prompts_s, picture_s))
 }
 
 pub fn run(args: Args) -> Result<()> {
-    println!("| preset | backend | 448x448 window, image encoder (s) | 20 class prompts, text side (s) |");
-    println!("|---|---|---|---|");
+    println!("| preset | backend | 448x448 window, image encoder (s) | 20 class prompts, text side (s) | 500x375 picture, segmentation (images/s) |");
+    println!("|---|---|---|---|---|");
     for preset in &args.preset {
         let config = OvsegConfig::preset(preset)?;
         for backend in &args.backend {
-            let (window, prompts) = match backend.as_str() {
+            let (window, prompts, picture) = match backend.as_str() {
                 "flex" => measure::<Flex>(&config, args.repeats)?,
                 "ndarray" => measure::<NdArray>(&config, args.repeats)?,
                 other => anyhow::bail!("unknown backend '{other}' (known: flex, ndarray)"),
             };
-            println!("| {preset} | {backend} | {window:.3} | {prompts:.3} |");
+            println!(
+                "| {preset} | {backend} | {window:.3} | {prompts:.3} | {:.3} |",
+                1.0 / picture
+            );
         }
     }
     Ok(())

@@ -5,6 +5,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ovseg_model::segmentation::{TemplateSet, Vocab};
 use ovseg_model::text::TextTokenizer;
 
+use burn::prelude::Backend;
+
+use crate::backend::DeviceKind;
 use crate::eval::datasets::{read_class_list, Dataset, Layout};
 use crate::eval::imagenet::{classify, read_val_list};
 use crate::eval::run::{evaluate, EvalOptions};
@@ -58,6 +61,9 @@ pub struct Args {
     /// tokenizer.json to use instead of the built-in uncased BERT one.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
+    /// Where the model runs.
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    device: DeviceKind,
 }
 
 fn bar() -> ProgressBar {
@@ -72,12 +78,15 @@ fn bar() -> ProgressBar {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    crate::on_device!(args.device, run_on(&args))
+}
+
+fn run_on<B: Backend>(args: &Args, device: B::Device) -> Result<()> {
     if let Some(t) = args.bg_thresh {
         if !(0.0..=1.0).contains(&t) {
             bail!("--bg-thresh {t} must be between 0 and 1");
         }
     }
-    let device = Default::default();
     let tokenizer = match &args.tokenizer {
         Some(path) => TextTokenizer::from_bytes(
             &std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
@@ -102,7 +111,7 @@ pub fn run(args: Args) -> Result<()> {
             )?;
             let list = &list[..args.limit.unwrap_or(usize::MAX).min(list.len())];
             let template = TemplateSet::parse(args.template.as_deref().unwrap_or("full"))?;
-            let (model, _) = load_model(&args.model, args.config.as_deref(), &device)?;
+            let (model, _) = load_model::<B>(&args.model, args.config.as_deref(), &device)?;
             let progress = bar();
             let report = classify(
                 &model, &tokenizer, &args.root, list, &names, template, 32, &progress, &device,
@@ -119,7 +128,7 @@ pub fn run(args: Args) -> Result<()> {
         }
     };
     let dataset = Dataset::open(layout, &args.root, classes, args.bg_thresh)?;
-    let (model, _) = load_model(&args.model, args.config.as_deref(), &device)?;
+    let (model, _) = load_model::<B>(&args.model, args.config.as_deref(), &device)?;
     let options = EvalOptions {
         template: TemplateSet::parse(args.template.as_deref().unwrap_or("simple"))?,
         limit: args.limit,

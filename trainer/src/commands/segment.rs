@@ -6,7 +6,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ovseg_model::segmentation::{ClassEmbedder, SegmentOptions, TemplateSet};
 use ovseg_model::text::TextTokenizer;
 
-use crate::backend::Cpu;
+use crate::backend::DeviceKind;
 use crate::image_io::{expand_inputs, read_image, write_mask};
 use crate::labels::parse_labels;
 use crate::model_io::{load_model, write_atomically};
@@ -50,9 +50,16 @@ pub struct Args {
     /// Folder for the outputs not named explicitly: <stem>.mask.png and <stem>.overlay.png.
     #[arg(long)]
     out_dir: Option<PathBuf>,
+    /// Where the model runs.
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    device: DeviceKind,
 }
 
 pub fn run(args: Args) -> Result<()> {
+    crate::on_device!(args.device, run_on(&args))
+}
+
+fn run_on<B: Backend>(args: &Args, device: B::Device) -> Result<()> {
     if !(0.0..=1.0).contains(&args.bg_thresh) {
         bail!("--bg-thresh {} must be between 0 and 1", args.bg_thresh);
     }
@@ -72,14 +79,13 @@ pub fn run(args: Args) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
 
-    let device = Default::default();
     let tokenizer = match &args.tokenizer {
         Some(path) => TextTokenizer::from_bytes(
             &std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
         )?,
         None => TextTokenizer::bert_base_uncased(),
     };
-    let (model, _) = load_model(&args.model, args.config.as_deref(), &device)?;
+    let (model, _) = load_model::<B>(&args.model, args.config.as_deref(), &device)?;
     let template = TemplateSet::parse(&args.template)?;
     // The words are encoded once for every picture of the run.
     let classes = ClassEmbedder::new(&tokenizer, template).embed(&model, &labels, &device)?;
@@ -142,10 +148,10 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn segment_one(
-    model: &ovseg_model::OvSegmentor<Cpu>,
+fn segment_one<B: Backend>(
+    model: &ovseg_model::OvSegmentor<B>,
     path: &Path,
-    classes: &Tensor<Cpu, 2>,
+    classes: &Tensor<B, 2>,
     options: &SegmentOptions,
     names: &[String],
     background: bool,
@@ -204,7 +210,7 @@ fn segment_one(
     Ok(format!("{}: {}", path.display(), shares.join(", ")))
 }
 
-fn write_logits(path: &Path, logits: Tensor<Cpu, 3>) -> Result<()> {
+fn write_logits<B: Backend>(path: &Path, logits: Tensor<B, 3>) -> Result<()> {
     let shape = logits.dims().to_vec();
     let values: Vec<f32> = logits
         .into_data()

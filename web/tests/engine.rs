@@ -1,0 +1,100 @@
+//! The browser's segmentation path, natively: the fixture model file and picture give the
+//! reference label map, and the class embeddings are reused across pictures.
+
+use std::path::PathBuf;
+
+use burn::backend::NdArray;
+use ovseg_model::record::{model_to_bytes, Precision};
+use ovseg_web::engine::{Engine, Request};
+
+fn fixtures() -> PathBuf {
+    let dir = std::env::var_os("OVSEG_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
+    assert!(
+        dir.join("reference-tiny").is_dir(),
+        "fixtures not found at {}",
+        dir.display()
+    );
+    dir.join("reference-tiny")
+}
+
+const VOC: &str = "aeroplane,bicycle,bird,boat,bottle,bus,car,cat,chair,cow,table,dog,horse,motorbike,person,plant,sheep,sofa,train,monitor";
+
+#[test]
+fn engine_reproduces_the_reference_label_map_and_caches_words() {
+    let device = Default::default();
+    let config = ovseg_model::OvsegConfig::tiny();
+    let (model, _) = ovseg_model::import::load_checkpoint::<NdArray>(
+        &fixtures().join("checkpoint.pth"),
+        &config,
+        &device,
+    )
+    .unwrap();
+    let bytes = model_to_bytes(model.into_inference(), &config, Precision::Full).unwrap();
+    let mut engine = Engine::<NdArray>::new(bytes, &device).unwrap();
+
+    let picture = image_rgba(&fixtures().join("seg_image.png"));
+    let request = Request {
+        labels: VOC,
+        background: true,
+        bg_thresh: 0.95,
+        template: "simple",
+    };
+    let labels = engine
+        .segment_rgba(&picture.0, picture.1, picture.2, &request)
+        .unwrap();
+
+    let reference = std::fs::read(fixtures().join("outputs.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&reference).unwrap();
+    let expected: Vec<u8> = st
+        .tensor("seg_pred_slide")
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|b| i32::from_le_bytes(b.try_into().unwrap()) as u8)
+        .collect();
+    let differing = labels.iter().zip(&expected).filter(|(a, b)| a != b).count();
+    assert!(
+        differing * 2000 <= expected.len(),
+        "{differing} pixels differ"
+    );
+
+    let small = image_rgba(&fixtures().join("image0_224.png"));
+    engine
+        .segment_rgba(&small.0, small.1, small.2, &request)
+        .unwrap();
+    assert_eq!(
+        engine.cached_label_sets(),
+        1,
+        "same words, no new text encoding"
+    );
+
+    let bad = Request {
+        labels: "cat,,dog",
+        ..request
+    };
+    assert!(engine
+        .segment_rgba(&small.0, small.1, small.2, &bad)
+        .is_err());
+    assert!(engine
+        .segment_rgba(&small.0[..100], small.1, small.2, &request)
+        .is_err());
+}
+
+/// The fixture PNGs are 8-bit RGB; the page hands the engine RGBA.
+fn image_rgba(path: &std::path::Path) -> (Vec<u8>, usize, usize) {
+    let file = std::io::BufReader::new(std::fs::File::open(path).unwrap());
+    let mut reader = png::Decoder::new(file).read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!(
+        (info.color_type, info.bit_depth),
+        (png::ColorType::Rgb, png::BitDepth::Eight)
+    );
+    let rgba = buf[..info.width as usize * info.height as usize * 3]
+        .chunks_exact(3)
+        .flat_map(|p| [p[0], p[1], p[2], 255])
+        .collect();
+    (rgba, info.width as usize, info.height as usize)
+}
