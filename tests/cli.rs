@@ -351,3 +351,41 @@ fn bad_input_is_a_one_line_error() {
     ]);
     assert!(e.contains("bg-thresh"), "{e}");
 }
+
+#[test]
+fn index_extracts_entities_and_reports_bad_lines() {
+    let dir = scratch("index");
+    let meta = dir.join("meta.jsonl");
+    std::fs::write(
+        &meta,
+        concat!(
+            "{\"filename\": \"a.jpg\", \"caption\": \"a cat lying on a blanket next to a remote\"}\n",
+            "{\"filename\": \"b.jpg\", \"caption\": \"Two dogs and a man's bike\"}\n",
+            "not json at all\n",
+            "{\"filename\": \"c.jpg\", \"caption\": \"   \"}\n",
+            "{\"filename\": \"d.jpg\", \"caption\": \"a sunset over the sea\"}\n",
+            "{\"filename\": \"e.jpg\", \"caption\": \"a cat on a sofa\"}\n",
+        ),
+    )
+    .unwrap();
+    let out = ovseg(&["index", s(&meta)]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("line 3"), "the bad line is named: {stderr}");
+    assert!(stdout.contains("indexed 3 pairs"), "{stdout}");
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("meta.index.json")).unwrap())
+            .unwrap();
+    assert_eq!(index["by_entity"]["cat"], serde_json::json!([0, 2]));
+    assert_eq!(index["by_entity"]["people"], serde_json::json!([1]));
+    assert_eq!(
+        index["samples"][1]["entities"],
+        serde_json::json!(["dog", "people", "bicycle"])
+    );
+    assert_eq!(index["skipped"]["invalid_lines"], 1);
+    assert_eq!(index["skipped"]["empty_caption"], 1);
+    assert_eq!(index["skipped"]["no_entity"], 1);
+    let e = fails(&["index", s(&dir.join("missing.jsonl"))]);
+    assert!(e.contains("missing.jsonl"), "{e}");
+}

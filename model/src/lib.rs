@@ -8,6 +8,7 @@
 //! - [`import`] (feature `import`): released PyTorch checkpoints and HuggingFace BERT weights.
 
 pub mod config;
+pub mod data;
 pub mod error;
 pub mod eval;
 pub mod heads;

@@ -2,6 +2,7 @@
 
 mod backend;
 mod commands;
+mod data;
 mod eval;
 mod image_io;
 mod labels;
@@ -27,6 +28,8 @@ enum Command {
     Convert(commands::convert::Args),
     /// Label every pixel of one or more pictures with one of the given words.
     Segment(commands::segment::Args),
+    /// Extract caption entities from a meta-file and index which pairs show each entity.
+    Index(commands::index::Args),
     /// Zero-shot mIoU on a segmentation benchmark, or ImageNet top-1/top-5.
     Eval(commands::eval::Args),
     /// Time the image and text encoders on the CPU backends (random weights).
@@ -45,6 +48,7 @@ fn main() {
     let result = match cli.command {
         Command::Convert(args) => commands::convert::run(args),
         Command::Segment(args) => commands::segment::run(args),
+        Command::Index(args) => commands::index::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Bench(args) => commands::bench::run(args),
     };

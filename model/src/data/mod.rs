@@ -1,0 +1,3 @@
+//! Caption processing shared by training and data preparation.
+
+pub mod entities;
