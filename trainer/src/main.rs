@@ -5,7 +5,6 @@ mod commands;
 mod data;
 mod eval;
 mod image_io;
-mod labels;
 mod model_io;
 mod overlay;
 

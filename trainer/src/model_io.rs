@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use ovseg_model::import::load_checkpoint;
 use ovseg_model::record::{model_from_bytes, model_to_bytes, Precision};
+use ovseg_model::text::TextTokenizer;
 use ovseg_model::{OvSegmentor, OvsegConfig};
 
 use burn::prelude::Backend;
@@ -59,6 +60,19 @@ pub fn load_model<B: Backend>(
         }
     }
     Ok((model, manifest.config))
+}
+
+/// A `tokenizer.json` the user names, or the built-in uncased BERT one.
+pub fn load_tokenizer(path: Option<&Path>) -> Result<TextTokenizer> {
+    match path {
+        Some(path) => {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            TextTokenizer::from_bytes(&bytes)
+                .with_context(|| format!("tokenizer {}", path.display()))
+        }
+        None => Ok(TextTokenizer::bert_base_uncased()),
+    }
 }
 
 /// `model.mpk` -> `model.json`, the configuration written beside a model file.

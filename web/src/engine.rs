@@ -6,12 +6,15 @@ use std::collections::HashMap;
 
 use burn::prelude::*;
 use ovseg_model::record::model_from_bytes;
-use ovseg_model::segmentation::{ClassEmbedder, RgbImage, SegmentOptions, TemplateSet};
+use ovseg_model::segmentation::{
+    parse_labels, ClassEmbedder, RgbImage, SegmentOptions, TemplateSet,
+};
 use ovseg_model::text::TextTokenizer;
 use ovseg_model::{OvSegmentor, OvsegError};
 
 /// Pictures larger than this are refused before any work (the CLI's bound too).
 pub const MAX_PIXELS: usize = 100_000_000;
+/// The label map has one byte a pixel.
 const MAX_LABELS: usize = 255;
 
 pub struct Request<'a> {
@@ -26,28 +29,6 @@ pub struct Engine<B: Backend> {
     tokenizer: TextTokenizer,
     classes: HashMap<(Vec<String>, TemplateSet), Tensor<B, 2>>,
     device: B::Device,
-}
-
-/// Comma separated, trimmed, non-empty, distinct, at most 255 (one byte a pixel).
-pub fn parse_labels(text: &str) -> Result<Vec<String>, OvsegError> {
-    let labels: Vec<String> = text.split(',').map(|l| l.trim().to_string()).collect();
-    if labels.iter().any(|l| l.is_empty()) {
-        return Err(OvsegError::Input(
-            "labels must be non-empty words separated by commas".into(),
-        ));
-    }
-    if labels.len() > MAX_LABELS {
-        return Err(OvsegError::Input(format!(
-            "at most {MAX_LABELS} labels, got {}",
-            labels.len()
-        )));
-    }
-    for (i, l) in labels.iter().enumerate() {
-        if labels[..i].iter().any(|o| o.eq_ignore_ascii_case(l)) {
-            return Err(OvsegError::Input(format!("label '{l}' is given twice")));
-        }
-    }
-    Ok(labels)
 }
 
 impl<B: Backend> Engine<B> {
@@ -104,7 +85,7 @@ impl<B: Backend> Engine<B> {
                 request.bg_thresh
             )));
         }
-        let labels = parse_labels(request.labels)?;
+        let labels = parse_labels(request.labels, MAX_LABELS)?;
         let template = TemplateSet::parse(request.template)?;
         let classes = self.class_embeddings(labels, template)?;
         let rgb: Vec<u8> = rgba
@@ -116,36 +97,15 @@ impl<B: Backend> Engine<B> {
             bg_thresh: request.background.then_some(request.bg_thresh),
             ..Default::default()
         };
-        let labels = self.model.segment(&picture, classes, &options).labels;
-        let values: Vec<i64> = labels
-            .into_data()
-            .convert::<i64>()
-            .to_vec()
-            .expect("integer labels");
-        Ok(values.into_iter().map(|v| v as u8).collect())
+        let labels = self
+            .model
+            .segment(&picture, classes, &options)
+            .label_values();
+        Ok(labels.into_iter().map(|v| v as u8).collect())
     }
 
     /// How many label sets have cached embeddings.
     pub fn cached_label_sets(&self) -> usize {
         self.classes.len()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_labels;
-
-    #[test]
-    fn labels_are_checked() {
-        assert_eq!(parse_labels(" cat ,sofa").unwrap(), vec!["cat", "sofa"]);
-        assert!(parse_labels("cat,,sofa").is_err());
-        assert!(parse_labels("cat,CAT").is_err());
-        assert!(parse_labels(
-            &(0..300)
-                .map(|i| format!("w{i}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        )
-        .is_err());
     }
 }

@@ -45,6 +45,20 @@ pub struct Segmentation<B: Backend> {
     pub labels: Tensor<B, 2, Int>,
 }
 
+impl<B: Backend> Segmentation<B> {
+    /// The label map read back to the host, row-major.
+    pub fn label_values(&self) -> Vec<u32> {
+        let values: Vec<i64> = self
+            .labels
+            .clone()
+            .into_data()
+            .convert::<i64>()
+            .to_vec()
+            .expect("integer labels");
+        values.into_iter().map(|v| v as u32).collect()
+    }
+}
+
 /// Per-window outputs, batched over windows.
 #[derive(Debug, Clone)]
 pub struct WindowLogits<B: Backend> {

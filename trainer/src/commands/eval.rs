@@ -1,9 +1,8 @@
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use ovseg_model::segmentation::{TemplateSet, Vocab};
-use ovseg_model::text::TextTokenizer;
 
 use burn::prelude::Backend;
 
@@ -11,7 +10,7 @@ use crate::backend::DeviceKind;
 use crate::eval::datasets::{read_class_list, Dataset, Layout};
 use crate::eval::imagenet::{classify, read_val_list};
 use crate::eval::run::{evaluate, EvalOptions};
-use crate::model_io::{load_model, write_atomically};
+use crate::model_io::{load_model, load_tokenizer, write_atomically};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Benchmark {
@@ -87,12 +86,7 @@ fn run_on<B: Backend>(args: &Args, device: B::Device) -> Result<()> {
             bail!("--bg-thresh {t} must be between 0 and 1");
         }
     }
-    let tokenizer = match &args.tokenizer {
-        Some(path) => TextTokenizer::from_bytes(
-            &std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
-        )?,
-        None => TextTokenizer::bert_base_uncased(),
-    };
+    let tokenizer = load_tokenizer(args.tokenizer.as_deref())?;
     let classes = args.classes.as_deref().map(read_class_list).transpose()?;
 
     let layout = match args.dataset {

@@ -3,14 +3,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
-use ovseg_model::segmentation::{ClassEmbedder, SegmentOptions, TemplateSet};
-use ovseg_model::text::TextTokenizer;
+use ovseg_model::segmentation::{parse_labels, ClassEmbedder, SegmentOptions, TemplateSet};
 
 use crate::backend::DeviceKind;
 use crate::image_io::{expand_inputs, read_image, write_mask};
-use crate::labels::parse_labels;
-use crate::model_io::{load_model, write_atomically};
+use crate::model_io::{load_model, load_tokenizer, write_atomically};
 use crate::overlay::render_overlay;
+
+/// More labels than this is almost certainly a mistake (ADE20K, the largest benchmark, has 150).
+const MAX_LABELS: usize = 1000;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -63,7 +64,7 @@ fn run_on<B: Backend>(args: &Args, device: B::Device) -> Result<()> {
     if !(0.0..=1.0).contains(&args.bg_thresh) {
         bail!("--bg-thresh {} must be between 0 and 1", args.bg_thresh);
     }
-    let labels = parse_labels(&args.labels)?;
+    let labels = parse_labels(&args.labels, MAX_LABELS)?;
     let images = expand_inputs(&args.image)?;
     let explicit =
         args.out_mask.is_some() || args.out_overlay.is_some() || args.out_logits.is_some();
@@ -79,12 +80,7 @@ fn run_on<B: Backend>(args: &Args, device: B::Device) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
 
-    let tokenizer = match &args.tokenizer {
-        Some(path) => TextTokenizer::from_bytes(
-            &std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
-        )?,
-        None => TextTokenizer::bert_base_uncased(),
-    };
+    let tokenizer = load_tokenizer(args.tokenizer.as_deref())?;
     let (model, _) = load_model::<B>(&args.model, args.config.as_deref(), &device)?;
     let template = TemplateSet::parse(&args.template)?;
     // The words are encoded once for every picture of the run.
@@ -161,15 +157,7 @@ fn segment_one<B: Backend>(
     let picture = read_image(path)?;
     let result = model.segment(&picture, classes.clone(), options);
     let (w, h) = (picture.width, picture.height);
-    let labels: Vec<u32> = result
-        .labels
-        .into_data()
-        .convert::<i64>()
-        .to_vec::<i64>()
-        .expect("int labels")
-        .into_iter()
-        .map(|l| l as u32)
-        .collect();
+    let labels = result.label_values();
 
     let stem = path
         .file_stem()

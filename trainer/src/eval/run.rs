@@ -83,15 +83,7 @@ pub fn evaluate<B: Backend>(
             );
         }
         let result = model.segment(&picture, classes.clone(), &segment);
-        let pred: Vec<u32> = result
-            .labels
-            .into_data()
-            .convert::<i64>()
-            .to_vec::<i64>()
-            .expect("int labels")
-            .into_iter()
-            .map(|l| l as u32)
-            .collect();
+        let pred = result.label_values();
         let label: Vec<u32> = stored
             .into_iter()
             .map(|v| dataset.transform.apply(v))
