@@ -6,11 +6,10 @@ use ovseg_model::segmentation::{TemplateSet, Vocab};
 
 use burn::prelude::Backend;
 
-use crate::backend::DeviceKind;
 use crate::eval::datasets::{read_class_list, Dataset, Layout};
 use crate::eval::imagenet::{classify, read_val_list};
 use crate::eval::run::{evaluate, EvalOptions};
-use crate::model_io::{load_model, load_tokenizer, write_atomically};
+use crate::model_io::write_atomically;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Benchmark {
@@ -25,11 +24,8 @@ pub enum Benchmark {
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model: a file written by `ovseg convert`, or a released .pth with --config.
-    #[arg(long)]
-    model: PathBuf,
-    #[arg(long)]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    model: super::ModelArgs,
     #[arg(long, value_enum)]
     dataset: Benchmark,
     /// Dataset folder in the benchmark's usual layout.
@@ -57,12 +53,6 @@ pub struct Args {
     /// ImageNet: the label file, `<image>,<class index>` per line (default ROOT/val.csv).
     #[arg(long)]
     labels_file: Option<PathBuf>,
-    /// tokenizer.json to use instead of the built-in uncased BERT one.
-    #[arg(long)]
-    tokenizer: Option<PathBuf>,
-    /// Where the model runs.
-    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
-    device: DeviceKind,
 }
 
 fn bar() -> ProgressBar {
@@ -77,7 +67,7 @@ fn bar() -> ProgressBar {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    crate::on_device!(args.device, run_on(&args))
+    crate::on_device!(args.model.device, run_on(&args))
 }
 
 fn run_on<B: Backend>(args: &Args, device: B::Device) -> Result<()> {
@@ -86,7 +76,6 @@ fn run_on<B: Backend>(args: &Args, device: B::Device) -> Result<()> {
             bail!("--bg-thresh {t} must be between 0 and 1");
         }
     }
-    let tokenizer = load_tokenizer(args.tokenizer.as_deref())?;
     let classes = args.classes.as_deref().map(read_class_list).transpose()?;
 
     let layout = match args.dataset {
@@ -105,7 +94,7 @@ fn run_on<B: Backend>(args: &Args, device: B::Device) -> Result<()> {
             )?;
             let list = &list[..args.limit.unwrap_or(usize::MAX).min(list.len())];
             let template = TemplateSet::parse(args.template.as_deref().unwrap_or("full"))?;
-            let (model, _) = load_model::<B>(&args.model, args.config.as_deref(), &device)?;
+            let (model, tokenizer) = args.model.load::<B>(&device)?;
             let progress = bar();
             let report = classify(
                 &model, &tokenizer, &args.root, list, &names, template, 32, &progress, &device,
@@ -122,7 +111,7 @@ fn run_on<B: Backend>(args: &Args, device: B::Device) -> Result<()> {
         }
     };
     let dataset = Dataset::open(layout, &args.root, classes, args.bg_thresh)?;
-    let (model, _) = load_model::<B>(&args.model, args.config.as_deref(), &device)?;
+    let (model, tokenizer) = args.model.load::<B>(&device)?;
     let options = EvalOptions {
         template: TemplateSet::parse(args.template.as_deref().unwrap_or("simple"))?,
         limit: args.limit,

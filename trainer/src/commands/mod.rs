@@ -3,3 +3,39 @@ pub mod convert;
 pub mod eval;
 pub mod index;
 pub mod segment;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use burn::prelude::Backend;
+use ovseg_model::text::TextTokenizer;
+use ovseg_model::OvSegmentor;
+
+use crate::backend::DeviceKind;
+use crate::model_io::{load_model, load_tokenizer};
+
+/// The model options `segment` and `eval` share.
+#[derive(clap::Args)]
+pub struct ModelArgs {
+    /// Model: a file written by `ovseg convert`, or a released .pth with --config.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Model configuration, needed with a .pth checkpoint.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// tokenizer.json to use instead of the built-in uncased BERT one.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Where the model runs.
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    pub device: DeviceKind,
+}
+
+impl ModelArgs {
+    /// The model and its tokenizer, loaded once for the whole run.
+    pub fn load<B: Backend>(&self, device: &B::Device) -> Result<(OvSegmentor<B>, TextTokenizer)> {
+        let tokenizer = load_tokenizer(self.tokenizer.as_deref())?;
+        let (model, _) = load_model::<B>(&self.model, self.config.as_deref(), device)?;
+        Ok((model, tokenizer))
+    }
+}

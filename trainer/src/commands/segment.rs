@@ -5,9 +5,8 @@ use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
 use ovseg_model::segmentation::{parse_labels, ClassEmbedder, SegmentOptions, TemplateSet};
 
-use crate::backend::DeviceKind;
 use crate::image_io::{expand_inputs, read_image, write_mask};
-use crate::model_io::{load_model, load_tokenizer, write_atomically};
+use crate::model_io::write_atomically;
 use crate::overlay::render_overlay;
 
 /// More labels than this is almost certainly a mistake (ADE20K, the largest benchmark, has 150).
@@ -15,12 +14,8 @@ const MAX_LABELS: usize = 1000;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model: a file written by `ovseg convert`, or a released .pth with --config.
-    #[arg(long)]
-    model: PathBuf,
-    /// Model configuration, needed with a .pth checkpoint.
-    #[arg(long)]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    model: super::ModelArgs,
     /// Pictures to segment: files or folders of JPEG/PNG (repeatable).
     #[arg(long, required = true, num_args = 1..)]
     image: Vec<PathBuf>,
@@ -36,9 +31,6 @@ pub struct Args {
     /// Background threshold (pixels whose best label scores below it are background).
     #[arg(long, default_value_t = 0.95)]
     bg_thresh: f64,
-    /// tokenizer.json to use instead of the built-in uncased BERT one.
-    #[arg(long)]
-    tokenizer: Option<PathBuf>,
     /// Label map PNG (one image only): each pixel holds its label index, 0 = background.
     #[arg(long)]
     out_mask: Option<PathBuf>,
@@ -51,13 +43,10 @@ pub struct Args {
     /// Folder for the outputs not named explicitly: <stem>.mask.png and <stem>.overlay.png.
     #[arg(long)]
     out_dir: Option<PathBuf>,
-    /// Where the model runs.
-    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
-    device: DeviceKind,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    crate::on_device!(args.device, run_on(&args))
+    crate::on_device!(args.model.device, run_on(&args))
 }
 
 fn run_on<B: Backend>(args: &Args, device: B::Device) -> Result<()> {
@@ -80,8 +69,7 @@ fn run_on<B: Backend>(args: &Args, device: B::Device) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
 
-    let tokenizer = load_tokenizer(args.tokenizer.as_deref())?;
-    let (model, _) = load_model::<B>(&args.model, args.config.as_deref(), &device)?;
+    let (model, tokenizer) = args.model.load::<B>(&device)?;
     let template = TemplateSet::parse(&args.template)?;
     // The words are encoded once for every picture of the run.
     let classes = ClassEmbedder::new(&tokenizer, template).embed(&model, &labels, &device)?;
