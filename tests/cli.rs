@@ -40,36 +40,8 @@ fn fails(args: &[&str]) -> String {
     lines[0].to_string()
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ovseg-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 fn converted(dir: &Path, extra: &[&str]) -> PathBuf {
-    let out = dir.join("tiny.ovseg");
-    let tiny = tiny_dir();
-    let mut args = vec![
-        "convert",
-        "--checkpoint",
-        s(&tiny.join("checkpoint.pth")).to_owned().leak(),
-        "--config",
-    ];
-    args.push(s(&tiny.join("model.json")).to_owned().leak());
-    args.extend(["--out", s(&out).to_owned().leak()]);
-    args.extend(extra);
-    let stdout = ok(&args);
-    assert!(stdout.contains("wrote"), "{stdout}");
-    assert!(
-        dir.join("tiny.json").is_file(),
-        "config written beside the model"
-    );
-    out
+    convert_fixture(env!("CARGO_BIN_EXE_ovseg"), dir, extra)
 }
 
 fn read_mask(path: &Path) -> (Vec<u32>, u32, u32) {

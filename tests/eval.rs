@@ -27,17 +27,6 @@ fn ovseg(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ovseg-eval-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 /// The fixture's three photos as JPEG files (decoded back, exactly as ovseg will read them).
 fn write_pictures(dir: &Path) -> Vec<(String, RgbImage)> {
     std::fs::create_dir_all(dir).unwrap();
@@ -128,17 +117,7 @@ fn every_layout_scores_like_a_brute_force_count() {
     .unwrap();
     let tokenizer = TextTokenizer::bert_base_uncased();
     let dir = scratch("layouts");
-    let model_file = dir.join("tiny.mpk");
-    ovseg(&[
-        "convert",
-        "--checkpoint",
-        s(&tiny_dir().join("checkpoint.pth")),
-        "--config",
-        s(&tiny_dir().join("model.json")),
-        "--out",
-        s(&model_file),
-        "--inference-only",
-    ]);
+    let model_file = convert_fixture(env!("CARGO_BIN_EXE_ovseg"), &dir, &["--inference-only"]);
 
     for dataset in ["voc", "context", "coco_object", "ade20k"] {
         let vocab = Vocab::get().dataset(dataset).unwrap();
@@ -294,17 +273,7 @@ fn every_layout_scores_like_a_brute_force_count() {
 #[test]
 fn imagenet_classification() {
     let dir = scratch("imagenet");
-    let model_file = dir.join("tiny.mpk");
-    ovseg(&[
-        "convert",
-        "--checkpoint",
-        s(&tiny_dir().join("checkpoint.pth")),
-        "--config",
-        s(&tiny_dir().join("model.json")),
-        "--out",
-        s(&model_file),
-        "--inference-only",
-    ]);
+    let model_file = convert_fixture(env!("CARGO_BIN_EXE_ovseg"), &dir, &["--inference-only"]);
     let images = dir.join("val");
     write_pictures(&images);
     std::fs::write(

@@ -39,6 +39,50 @@ pub fn minilm_dir() -> PathBuf {
     dir
 }
 
+/// A fresh, empty folder for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ovseg-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub fn s(p: &std::path::Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Runs `ovseg convert` on the reference checkpoint into `dir/tiny.ovseg` (config beside it).
+pub fn convert_fixture(ovseg: &str, dir: &std::path::Path, extra: &[&str]) -> PathBuf {
+    let out = dir.join("tiny.ovseg");
+    let tiny = tiny_dir();
+    let (checkpoint, config) = (tiny.join("checkpoint.pth"), tiny.join("model.json"));
+    let mut args = vec![
+        "convert",
+        "--checkpoint",
+        s(&checkpoint),
+        "--config",
+        s(&config),
+        "--out",
+        s(&out),
+    ];
+    args.extend(extra);
+    let result = std::process::Command::new(ovseg)
+        .args(&args)
+        .output()
+        .expect("ovseg runs");
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(
+        result.status.success() && stdout.contains("wrote"),
+        "convert failed: {}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert!(
+        dir.join("tiny.json").is_file(),
+        "config written beside the model"
+    );
+    out
+}
+
 pub struct Fixture {
     bytes: Vec<u8>,
 }

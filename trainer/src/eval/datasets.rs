@@ -94,6 +94,20 @@ fn files_with_suffix(dir: &Path, suffix: &str) -> Result<Vec<String>> {
     Ok(stems)
 }
 
+/// Every `<id><suffix>` label in `labels` with its picture `<id>.jpg` in `images` (COCO Object,
+/// ADE20K: no split file, the annotation folder is the split).
+fn paired_folders(root: &Path, images: &str, labels: &str, suffix: &str) -> Result<Vec<Sample>> {
+    let labels = root.join(labels);
+    Ok(files_with_suffix(&labels, suffix)?
+        .into_iter()
+        .map(|id| Sample {
+            image: root.join(images).join(format!("{id}.jpg")),
+            label: labels.join(format!("{id}{suffix}")),
+            id,
+        })
+        .collect())
+}
+
 impl Dataset {
     /// Reads `root` in `layout`. `classes` (background first when `with_background`) and
     /// `bg_thresh` override the benchmark's own, for custom data in the same layout.
@@ -126,27 +140,14 @@ impl Dataset {
                     })
                     .collect()
             }
-            Layout::CocoObject => {
-                let ann = root.join("annotations/val2017_cocoobject");
-                files_with_suffix(&ann, "_instanceTrainIds.png")?
-                    .into_iter()
-                    .map(|id| Sample {
-                        image: root.join("images/val2017").join(format!("{id}.jpg")),
-                        label: ann.join(format!("{id}_instanceTrainIds.png")),
-                        id,
-                    })
-                    .collect()
-            }
+            Layout::CocoObject => paired_folders(
+                root,
+                "images/val2017",
+                "annotations/val2017_cocoobject",
+                "_instanceTrainIds.png",
+            )?,
             Layout::Ade20k => {
-                let ann = root.join("annotations/validation");
-                files_with_suffix(&ann, ".png")?
-                    .into_iter()
-                    .map(|id| Sample {
-                        image: root.join("images/validation").join(format!("{id}.jpg")),
-                        label: ann.join(format!("{id}.png")),
-                        id,
-                    })
-                    .collect()
+                paired_folders(root, "images/validation", "annotations/validation", ".png")?
             }
         };
         if samples.is_empty() {
