@@ -11,38 +11,52 @@ use ovseg_model::segmentation::RgbImage;
 pub const MAX_PIXELS: u64 = 100_000_000;
 
 pub fn read_image(path: &Path) -> Result<RgbImage> {
-    let mut reader = ImageReader::open(path)
-        .with_context(|| format!("cannot open image {}", path.display()))?
+    let reader = ImageReader::open(path)
+        .with_context(|| format!("cannot open image {}", path.display()))?;
+    let rgb = decode(reader, &path.display().to_string())?;
+    let (w, h) = rgb.dimensions();
+    Ok(RgbImage::new(w as usize, h as usize, rgb.into_raw())?)
+}
+
+/// Decodes a picture held in memory (a tar member); `name` is used in error messages.
+pub fn decode_image_bytes(bytes: &[u8], name: &str) -> Result<image::RgbImage> {
+    decode(ImageReader::new(std::io::Cursor::new(bytes)), name)
+}
+
+/// Reads a picture file as the `image` crate's RGB buffer (for the training augmentations).
+pub fn read_rgb(path: &Path) -> Result<image::RgbImage> {
+    let reader = ImageReader::open(path)
+        .with_context(|| format!("cannot open image {}", path.display()))?;
+    decode(reader, &path.display().to_string())
+}
+
+fn decode<R: std::io::BufRead + std::io::Seek>(
+    reader: ImageReader<R>,
+    name: &str,
+) -> Result<image::RgbImage> {
+    let mut reader = reader
         .with_guessed_format()
-        .with_context(|| format!("cannot read image {}", path.display()))?;
+        .with_context(|| format!("cannot read image {name}"))?;
     if reader.format().is_none() {
-        bail!(
-            "{} is not an image in a format ovseg reads (JPEG, PNG)",
-            path.display()
-        );
+        bail!("{name} is not an image in a format ovseg reads (JPEG, PNG)");
     }
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(MAX_PIXELS * 4);
     reader.limits(limits);
     let mut decoder = reader
         .into_decoder()
-        .with_context(|| format!("corrupt image {}", path.display()))?;
+        .with_context(|| format!("corrupt image {name}"))?;
     let (w, h) = decoder.dimensions();
     if w as u64 * h as u64 > MAX_PIXELS {
-        bail!(
-            "image {} is {w}x{h}, larger than the {MAX_PIXELS}-pixel limit",
-            path.display()
-        );
+        bail!("image {name} is {w}x{h}, larger than the {MAX_PIXELS}-pixel limit");
     }
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut picture = DynamicImage::from_decoder(decoder)
-        .with_context(|| format!("corrupt image {}", path.display()))?;
+    let mut picture =
+        DynamicImage::from_decoder(decoder).with_context(|| format!("corrupt image {name}"))?;
     picture.apply_orientation(orientation);
-    let rgb = picture.to_rgb8();
-    let (w, h) = rgb.dimensions();
-    Ok(RgbImage::new(w as usize, h as usize, rgb.into_raw())?)
+    Ok(picture.to_rgb8())
 }
 
 /// Files to segment: every file named, and every JPEG/PNG inside every folder named (sorted).

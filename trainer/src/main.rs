@@ -2,13 +2,12 @@
 
 mod backend;
 mod commands;
-mod data;
 mod eval;
-mod image_io;
 mod model_io;
 mod overlay;
 
 use clap::{Parser, Subcommand};
+use ovseg_trainer::{data, image_io};
 
 #[derive(Parser)]
 #[command(
