@@ -3,14 +3,17 @@ use std::path::PathBuf;
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::data::index::build_index;
+use crate::data::index::{build_index, build_shard_index};
+use crate::data::Source;
 use crate::model_io::write_atomically;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Meta-file: one JSON object a line, {"filename": ..., "caption": ...}.
-    meta: PathBuf,
-    /// Where to write the index (default: META with the extension .index.json).
+    /// Meta-file (one JSON object a line, {"filename": ..., "caption": ...}), or webdataset
+    /// shards: .tar files or folders of them.
+    #[arg(required = true, value_name = "META|SHARDS")]
+    inputs: Vec<PathBuf>,
+    /// Where to write the index (default: the first input with the extension .index.json).
     #[arg(long)]
     out: Option<PathBuf>,
 }
@@ -19,39 +22,53 @@ pub fn run(args: Args) -> Result<()> {
     let out = args
         .out
         .clone()
-        .unwrap_or_else(|| args.meta.with_extension("index.json"));
+        .unwrap_or_else(|| args.inputs[0].with_extension("index.json"));
+    let first = &args.inputs[0];
+    let shards = args.inputs.len() > 1
+        || first.is_dir()
+        || first.extension().is_some_and(|e| e == "tar");
     let progress = ProgressBar::new(0);
     progress.set_style(
-        ProgressStyle::with_template(
-            "{bar:30} {bytes}/{total_bytes} [{elapsed_precise}<{eta_precise}]",
-        )
+        ProgressStyle::with_template(if shards {
+            "{bar:30} {pos}/{len} shards [{elapsed_precise}<{eta_precise}]"
+        } else {
+            "{bar:30} {bytes}/{total_bytes} [{elapsed_precise}<{eta_precise}]"
+        })
         .expect("template"),
     );
-    let index = build_index(&args.meta, &progress)?;
+    let index = if shards {
+        let Source::Shards { shards } = Source::shards(&args.inputs)? else {
+            unreachable!("Source::shards gives shards")
+        };
+        build_shard_index(&shards, &progress)?
+    } else {
+        build_index(first, &progress)?
+    };
     progress.finish_and_clear();
     let s = &index.skipped;
     for (line, reason) in &s.invalid_examples {
         eprintln!(
             "{} line {line}: skipped, not a JSON object with filename and caption: {reason}",
-            args.meta.display()
+            first.display()
         );
     }
     if s.invalid_lines > s.invalid_examples.len() {
         eprintln!(
             "{}: ... and {} more invalid lines",
-            args.meta.display(),
+            first.display(),
             s.invalid_lines - s.invalid_examples.len()
         );
     }
     write_atomically(&out, serde_json::to_string(&index)?.as_bytes())?;
     println!(
-        "indexed {} pairs with {} entities into {} (skipped: {} invalid lines, {} empty captions, {} without an entity)",
+        "indexed {} pairs with {} entities into {} (skipped: {} invalid lines, {} empty captions, {} without an entity, {} unpaired shard members)",
         index.samples.len(),
         index.by_entity.len(),
         out.display(),
         s.invalid_lines,
         s.empty_caption,
-        s.no_entity
+        s.no_entity,
+        s.unpaired
     );
     Ok(())
 }

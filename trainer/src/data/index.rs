@@ -1,16 +1,19 @@
 //! `ovseg index`: one pass over a meta-file (`{"filename": ..., "caption": ...}` a line) that
 //! keeps the pairs whose caption names an entity (the paper's CC4M filter) and records, for
 //! every entity, the pairs that show it (cross-image partners are drawn from these lists).
+//! The same over webdataset shards.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
 use ovseg_model::data::entities::EntityVocab;
+
+use super::shards::read_shard;
 
 pub const INDEX_VERSION: u32 = 1;
 
@@ -29,6 +32,9 @@ pub struct Skipped {
     pub invalid_examples: Vec<(usize, String)>,
     pub empty_caption: usize,
     pub no_entity: usize,
+    /// Shards only: members without a picture or a caption beside them.
+    #[serde(default)]
+    pub unpaired: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +44,45 @@ pub struct EntityIndex {
     /// Entity class -> indices into `samples`.
     pub by_entity: BTreeMap<String, Vec<usize>>,
     pub skipped: Skipped,
+}
+
+impl EntityIndex {
+    /// Reads an index written by `ovseg index`, refusing other versions.
+    pub fn load(path: &Path) -> Result<EntityIndex> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read entity index {}", path.display()))?;
+        #[derive(Deserialize)]
+        struct Version {
+            version: Option<u32>,
+        }
+        let found: Version = serde_json::from_str(&text).with_context(|| {
+            format!("{} is not an entity index (JSON object expected)", path.display())
+        })?;
+        match found.version {
+            Some(INDEX_VERSION) => {}
+            Some(v) => bail!(
+                "entity index {} has version {v} but this ovseg reads version {INDEX_VERSION}; \
+                 rebuild it with `ovseg index`",
+                path.display()
+            ),
+            None => bail!(
+                "{} is not an entity index (no \"version\" field); build one with `ovseg index`",
+                path.display()
+            ),
+        }
+        let index: EntityIndex = serde_json::from_str(&text)
+            .with_context(|| format!("entity index {} is damaged", path.display()))?;
+        for (entity, ids) in &index.by_entity {
+            if let Some(bad) = ids.iter().find(|&&i| i >= index.samples.len()) {
+                bail!(
+                    "entity index {} is damaged: '{entity}' lists pair {bad} of {}",
+                    path.display(),
+                    index.samples.len()
+                );
+            }
+        }
+        Ok(index)
+    }
 }
 
 #[derive(Deserialize)]
@@ -81,20 +126,88 @@ pub fn build_index(meta: &Path, progress: &ProgressBar) -> Result<EntityIndex> {
             index.skipped.empty_caption += 1;
             continue;
         }
-        let entities = vocab.extract(&parsed.caption).classes;
+        index.add(&vocab, parsed.filename, parsed.caption);
+    }
+    Ok(index)
+}
+
+/// The same index over webdataset shards; a sample's filename is "SHARD.tar/KEY.jpg". (The
+/// loader streams shards without it; it reports what the entity filter keeps.)
+pub fn build_shard_index(shards: &[PathBuf], progress: &ProgressBar) -> Result<EntityIndex> {
+    progress.set_length(shards.len() as u64);
+    let vocab = EntityVocab::default();
+    let mut index = EntityIndex {
+        version: INDEX_VERSION,
+        samples: Vec::new(),
+        by_entity: BTreeMap::new(),
+        skipped: Skipped::default(),
+    };
+    for shard in shards {
+        let mut unpaired = 0;
+        read_shard(shard, &mut unpaired, |pair| {
+            if pair.caption.trim().is_empty() {
+                index.skipped.empty_caption += 1;
+            } else {
+                index.add(&vocab, pair.name, pair.caption.trim().to_string());
+            }
+            true
+        })?;
+        index.skipped.unpaired += unpaired;
+        progress.inc(1);
+    }
+    Ok(index)
+}
+
+impl EntityIndex {
+    fn add(&mut self, vocab: &EntityVocab, filename: String, caption: String) {
+        let entities = vocab.extract(&caption).classes;
         if entities.is_empty() {
-            index.skipped.no_entity += 1;
-            continue;
+            self.skipped.no_entity += 1;
+            return;
         }
-        let id = index.samples.len();
+        let id = self.samples.len();
         for e in &entities {
-            index.by_entity.entry(e.clone()).or_default().push(id);
+            self.by_entity.entry(e.clone()).or_default().push(id);
         }
-        index.samples.push(IndexedSample {
-            filename: parsed.filename,
-            caption: parsed.caption,
+        self.samples.push(IndexedSample {
+            filename,
+            caption,
             entities,
         });
     }
-    Ok(index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_checks_the_version_and_names_the_file() {
+        let dir = std::env::temp_dir().join(format!("ovseg-index-load-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let meta = dir.join("meta.jsonl");
+        std::fs::write(
+            &meta,
+            "{\"filename\": \"a.jpg\", \"caption\": \"a dog on a sofa\"}\nnot json\n",
+        )
+        .unwrap();
+        let index = build_index(&meta, &ProgressBar::hidden()).unwrap();
+        let path = dir.join("meta.index.json");
+        std::fs::write(&path, serde_json::to_string(&index).unwrap()).unwrap();
+        let loaded = EntityIndex::load(&path).unwrap();
+        assert_eq!(loaded, index);
+        assert_eq!(loaded.by_entity["dog"], vec![0]);
+        assert_eq!(loaded.skipped.invalid_examples[0].0, 2);
+
+        let old = serde_json::to_string(&index).unwrap().replacen("\"version\":1", "\"version\":7", 1);
+        std::fs::write(&path, old).unwrap();
+        let err = format!("{:#}", EntityIndex::load(&path).unwrap_err());
+        assert!(err.contains("version 7") && err.contains("meta.index.json"), "{err}");
+        std::fs::write(&path, "[1, 2]").unwrap();
+        let err = format!("{:#}", EntityIndex::load(&path).unwrap_err());
+        assert!(err.contains("not an entity index") && err.contains("meta.index.json"), "{err}");
+        let err = format!("{:#}", EntityIndex::load(&dir.join("missing.json")).unwrap_err());
+        assert!(err.contains("missing.json"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -1,8 +1,14 @@
-//! Image-caption data: the entity index `ovseg index` builds from a meta-file, and the training
-//! augmentations.
+//! Image-caption data: the entity index `ovseg index` builds from a meta-file, webdataset
+//! shards, the training augmentations, and the parallel, deterministic batch loader.
 
 pub mod augment;
 pub mod index;
+pub mod loader;
+mod sample;
+pub mod shards;
+pub mod skips;
 
 pub use augment::Stage;
 pub use index::EntityIndex;
+pub use loader::{Batch, Batches, DataConfig, DataPosition, Loader, Source};
+pub use skips::SkipCounts;
