@@ -35,7 +35,11 @@ const CAPTIONS: [&str; 12] = [
 const CORRUPT: usize = 11;
 
 fn colour(i: usize) -> [u8; 3] {
-    [(20 * i + 15) as u8, (240 - 18 * i) as u8, ((i * 67) % 200 + 30) as u8]
+    [
+        (20 * i + 15) as u8,
+        (240 - 18 * i) as u8,
+        ((i * 67) % 200 + 30) as u8,
+    ]
 }
 
 fn picture(i: usize, w: u32, h: u32) -> RgbImage {
@@ -50,8 +54,11 @@ fn picture(i: usize, w: u32, h: u32) -> RgbImage {
 
 fn jpeg(img: &RgbImage) -> Vec<u8> {
     let mut bytes = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Jpeg)
-        .unwrap();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Jpeg,
+    )
+    .unwrap();
     bytes
 }
 
@@ -92,7 +99,11 @@ fn config(stage: Stage, batch_size: usize) -> DataConfig {
 
 fn meta_loader(dir: &Path, stage: Stage, batch_size: usize) -> Loader {
     let (meta, images) = (dir.join("meta.jsonl"), dir.join("images"));
-    Loader::new(Source::meta(&meta, &images).unwrap(), config(stage, batch_size)).unwrap()
+    Loader::new(
+        Source::meta(&meta, &images).unwrap(),
+        config(stage, batch_size),
+    )
+    .unwrap()
 }
 
 fn collect(loader: &Loader, epoch: usize, start: usize) -> Vec<Batch> {
@@ -143,7 +154,10 @@ fn which_picture(pixels: &[f32]) -> usize {
     let best = (0..CAPTIONS.len())
         .min_by(|&a, &b| distance(a).total_cmp(&distance(b)))
         .unwrap();
-    assert!(distance(best) < 15.0, "median colour {rgb:?} is no test picture");
+    assert!(
+        distance(best) < 15.0,
+        "median colour {rgb:?} is no test picture"
+    );
     best
 }
 
@@ -167,20 +181,39 @@ fn meta_batches_have_the_shapes_and_texts() {
         assert_eq!(batch.image_size, SIZE);
         assert_eq!(batch.images.len(), 4 * 3 * SIZE * SIZE);
         assert!(batch.images.iter().all(|v| v.is_finite()));
-        assert_eq!(batch.position, DataPosition { epoch: 0, batch: b + 1 });
+        assert_eq!(
+            batch.position,
+            DataPosition {
+                epoch: 0,
+                batch: b + 1
+            }
+        );
         assert!(batch.partner_images.is_none() && batch.partner_texts.is_none());
         for i in 0..4 {
             let caption = &batch.captions[i];
-            assert_ne!(caption, CAPTIONS[CORRUPT], "the corrupt picture is never served");
+            assert_ne!(
+                caption, CAPTIONS[CORRUPT],
+                "the corrupt picture is never served"
+            );
             seen.insert(caption.clone());
-            assert!(batch.questions[i].contains("[MASK]"), "{}", batch.questions[i]);
-            assert!(!batch.questions[i].contains("dog"), "{}", batch.questions[i]);
+            assert!(
+                batch.questions[i].contains("[MASK]"),
+                "{}",
+                batch.questions[i]
+            );
+            assert!(
+                !batch.questions[i].contains("dog"),
+                "{}",
+                batch.questions[i]
+            );
             let entities = classes(caption).join(" and ");
             let answer = &batch.answers[i];
             assert!(answer.ends_with(&entities), "{answer} for {caption}");
             let prefix = &answer[..answer.len() - entities.len()];
             assert!(
-                templates.iter().any(|t| t.split("{}").next() == Some(prefix)),
+                templates
+                    .iter()
+                    .any(|t| t.split("{}").next() == Some(prefix)),
                 "'{prefix}' is no template prefix"
             );
         }
@@ -210,18 +243,29 @@ fn meta_batches_are_deterministic_and_resume_exactly() {
     assert!(collect(&first, 1, 3).is_empty());
     // Another epoch is another order; another seed other pictures.
     let other = collect(&first, 2, 0);
-    let order = |bs: &[Batch]| bs.iter().flat_map(|b| b.captions.clone()).collect::<Vec<_>>();
+    let order = |bs: &[Batch]| {
+        bs.iter()
+            .flat_map(|b| b.captions.clone())
+            .collect::<Vec<_>>()
+    };
     assert_ne!(order(&a), order(&other));
     let reseeded = Loader::new(
         Source::meta(&dir.join("meta.jsonl"), &dir.join("images")).unwrap(),
-        DataConfig { seed: 7, ..config(Stage::One, 4) },
+        DataConfig {
+            seed: 7,
+            ..config(Stage::One, 4)
+        },
     )
     .unwrap();
     assert_ne!(collect(&reseeded, 1, 0)[0].images, a[0].images);
     // Different worker counts give the same batches.
     let single = Loader::new(
         Source::meta(&dir.join("meta.jsonl"), &dir.join("images")).unwrap(),
-        DataConfig { workers: 1, prefetch: 1, ..config(Stage::One, 4) },
+        DataConfig {
+            workers: 1,
+            prefetch: 1,
+            ..config(Stage::One, 4)
+        },
     )
     .unwrap();
     assert_same(&a, &collect(&single, 1, 0));
@@ -243,7 +287,10 @@ fn faults_are_skipped_counted_and_reported() {
     }
     let skipped = loader.skipped();
     assert_eq!(skipped.unreadable_images, 1, "counted once over two epochs");
-    assert!(skipped.unreadable_examples[0].contains("img11.jpg"), "{skipped:?}");
+    assert!(
+        skipped.unreadable_examples[0].contains("img11.jpg"),
+        "{skipped:?}"
+    );
     let report = skipped.to_string();
     assert!(report.contains("1 invalid JSON line (line 4)"), "{report}");
     assert!(report.contains("1 empty caption"), "{report}");
@@ -269,12 +316,19 @@ fn stage_two_partners_share_an_entity() {
             for i in 0..4 {
                 let own = caption_index(&batch.captions[i]);
                 // The picture is the caption's own (crop and flip keep the flat colour).
-                assert_eq!(which_picture(&batch.images[i * plane..(i + 1) * plane]), own);
+                assert_eq!(
+                    which_picture(&batch.images[i * plane..(i + 1) * plane]),
+                    own
+                );
                 let entity = texts[i].strip_prefix("A photo of ").expect(&texts[i]);
                 assert!(classes(CAPTIONS[own]).iter().any(|c| c == entity));
                 let partner = which_picture(&partners[i * plane..(i + 1) * plane]);
                 assert!(
-                    vocab.extract(CAPTIONS[partner]).classes.iter().any(|c| c == entity),
+                    vocab
+                        .extract(CAPTIONS[partner])
+                        .classes
+                        .iter()
+                        .any(|c| c == entity),
                     "partner '{}' does not show {entity}",
                     CAPTIONS[partner]
                 );
@@ -322,7 +376,11 @@ fn shards_stream_deterministically_with_partners() {
     std::fs::create_dir_all(&shards).unwrap();
     write_shard(&shards.join("00000.tar"));
     let make = || {
-        Loader::new(Source::shards(&[shards.clone()]).unwrap(), config(Stage::Two, 3)).unwrap()
+        Loader::new(
+            Source::shards(&[shards.clone()]).unwrap(),
+            config(Stage::Two, 3),
+        )
+        .unwrap()
     };
     let loader = make();
     assert_eq!(loader.batches_per_epoch(), None);
@@ -338,7 +396,10 @@ fn shards_stream_deterministically_with_partners() {
         for i in 0..3 {
             let own = caption_index(&batch.captions[i]);
             seen.insert(own);
-            assert_eq!(which_picture(&batch.images[i * plane..(i + 1) * plane]), own);
+            assert_eq!(
+                which_picture(&batch.images[i * plane..(i + 1) * plane]),
+                own
+            );
             assert!(batch.questions[i].contains("[MASK]"));
             assert!(batch.answers[i].ends_with(&classes(CAPTIONS[own]).join(" and ")));
             let entity = texts[i].strip_prefix("A photo of ").unwrap();
@@ -355,23 +416,40 @@ fn shards_stream_deterministically_with_partners() {
     );
     assert_same(&a, &collect(&make(), 0, 0));
     assert_same(&a[1..], &collect(&make(), 0, 1));
-    let order = |bs: &[Batch]| bs.iter().flat_map(|b| b.captions.clone()).collect::<Vec<_>>();
-    assert_ne!(order(&a), order(&collect(&loader, 1, 0)), "the buffer shuffles per epoch");
+    let order = |bs: &[Batch]| {
+        bs.iter()
+            .flat_map(|b| b.captions.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_ne!(
+        order(&a),
+        order(&collect(&loader, 1, 0)),
+        "the buffer shuffles per epoch"
+    );
 }
 
 #[test]
 fn bad_sources_are_named() {
     let dir = scratch("data-bad-sources");
-    let err = format!("{:#}", Source::shards(&[dir.join("nope.tar")]).err().unwrap());
+    let err = format!(
+        "{:#}",
+        Source::shards(&[dir.join("nope.tar")]).err().unwrap()
+    );
     assert!(err.contains("nope.tar"), "{err}");
     let err = format!("{:#}", Source::shards(&[dir.clone()]).err().unwrap());
     assert!(err.contains("holds no .tar"), "{err}");
     write_meta(&dir);
     let source = Source::meta(&dir.join("meta.jsonl"), &dir.join("missing")).unwrap();
-    let err = format!("{:#}", Loader::new(source, config(Stage::One, 4)).err().unwrap());
+    let err = format!(
+        "{:#}",
+        Loader::new(source, config(Stage::One, 4)).err().unwrap()
+    );
     assert!(err.contains("missing"), "{err}");
     let source = Source::meta(&dir.join("meta.jsonl"), &dir.join("images")).unwrap();
-    let err = format!("{:#}", Loader::new(source, config(Stage::One, 64)).err().unwrap());
+    let err = format!(
+        "{:#}",
+        Loader::new(source, config(Stage::One, 64)).err().unwrap()
+    );
     assert!(err.contains("fewer than one batch"), "{err}");
 }
 

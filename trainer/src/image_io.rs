@@ -11,8 +11,8 @@ use ovseg_model::segmentation::RgbImage;
 pub const MAX_PIXELS: u64 = 100_000_000;
 
 pub fn read_image(path: &Path) -> Result<RgbImage> {
-    let reader = ImageReader::open(path)
-        .with_context(|| format!("cannot open image {}", path.display()))?;
+    let reader =
+        ImageReader::open(path).with_context(|| format!("cannot open image {}", path.display()))?;
     let rgb = decode(reader, &path.display().to_string())?;
     let (w, h) = rgb.dimensions();
     Ok(RgbImage::new(w as usize, h as usize, rgb.into_raw())?)
@@ -25,8 +25,8 @@ pub fn decode_image_bytes(bytes: &[u8], name: &str) -> Result<image::RgbImage> {
 
 /// Reads a picture file as the `image` crate's RGB buffer (for the training augmentations).
 pub fn read_rgb(path: &Path) -> Result<image::RgbImage> {
-    let reader = ImageReader::open(path)
-        .with_context(|| format!("cannot open image {}", path.display()))?;
+    let reader =
+        ImageReader::open(path).with_context(|| format!("cannot open image {}", path.display()))?;
     decode(reader, &path.display().to_string())
 }
 

@@ -24,9 +24,8 @@ pub fn run(args: Args) -> Result<()> {
         .clone()
         .unwrap_or_else(|| args.inputs[0].with_extension("index.json"));
     let first = &args.inputs[0];
-    let shards = args.inputs.len() > 1
-        || first.is_dir()
-        || first.extension().is_some_and(|e| e == "tar");
+    let shards =
+        args.inputs.len() > 1 || first.is_dir() || first.extension().is_some_and(|e| e == "tar");
     let progress = ProgressBar::new(0);
     progress.set_style(
         ProgressStyle::with_template(if shards {

@@ -80,18 +80,34 @@ pub fn random_resized_crop_rect<R: Rng + ?Sized>(
         if w >= 1 && h >= 1 && w <= width && h <= height {
             let y = rng.random_range(0..=height - h);
             let x = rng.random_range(0..=width - w);
-            return Rect { x, y, width: w, height: h };
+            return Rect {
+                x,
+                y,
+                width: w,
+                height: h,
+            };
         }
     }
     let in_ratio = width as f64 / height as f64;
     let (w, h) = if in_ratio < ratio.0 {
-        (width, ((width as f64 / ratio.0).round() as u32).clamp(1, height))
+        (
+            width,
+            ((width as f64 / ratio.0).round() as u32).clamp(1, height),
+        )
     } else if in_ratio > ratio.1 {
-        (((height as f64 * ratio.1).round() as u32).clamp(1, width), height)
+        (
+            ((height as f64 * ratio.1).round() as u32).clamp(1, width),
+            height,
+        )
     } else {
         (width, height)
     };
-    Rect { x: (width - w) / 2, y: (height - h) / 2, width: w, height: h }
+    Rect {
+        x: (width - w) / 2,
+        y: (height - h) / 2,
+        width: w,
+        height: h,
+    }
 }
 
 /// Crops `rect` and resizes it to `size` x `size` bicubically (Catmull-Rom, the a=-0.5 cubic of
@@ -208,7 +224,12 @@ pub struct RandAugment {
 
 impl Default for RandAugment {
     fn default() -> Self {
-        Self { layers: 2, magnitude: 9.0, magnitude_std: 0.5, prob: 0.5 }
+        Self {
+            layers: 2,
+            magnitude: 9.0,
+            magnitude_std: 0.5,
+            prob: 0.5,
+        }
     }
 }
 
@@ -258,7 +279,13 @@ pub fn apply_op(img: &RgbImage, op: RandOp, magnitude: f64, negate: bool) -> Rgb
         }
         RandOp::SolarizeAdd => {
             let add = (level * 110.0) as u32;
-            map_values(img, |v| if v < 128 { (v as u32 + add).min(255) as u8 } else { v })
+            map_values(img, |v| {
+                if v < 128 {
+                    (v as u32 + add).min(255) as u8
+                } else {
+                    v
+                }
+            })
         }
         RandOp::Color => blend(img, &grey(img), enhance),
         RandOp::Contrast => {
@@ -278,7 +305,10 @@ pub fn apply_op(img: &RgbImage, op: RandOp, magnitude: f64, negate: bool) -> Rgb
             let t = (sign * level * 30.0).to_radians();
             let (c, s) = (t.cos(), t.sin());
             let (cx, cy) = (w / 2.0, h / 2.0);
-            affine(img, [c, -s, cx - c * cx + s * cy, s, c, cy - s * cx - c * cy])
+            affine(
+                img,
+                [c, -s, cx - c * cx + s * cy, s, c, cy - s * cx - c * cy],
+            )
         }
         RandOp::ShearX => affine(img, [1.0, sign * level * 0.3, 0.0, 0.0, 1.0, 0.0]),
         RandOp::ShearY => affine(img, [1.0, 0.0, 0.0, sign * level * 0.3, 1.0, 0.0]),
@@ -458,7 +488,11 @@ mod tests {
 
     fn gradient(w: u32, h: u32) -> RgbImage {
         RgbImage::from_fn(w, h, |x, y| {
-            Rgb([(x * 255 / w.max(2)) as u8, (y * 255 / h.max(2)) as u8, ((x * 7 + y * 13) % 256) as u8])
+            Rgb([
+                (x * 255 / w.max(2)) as u8,
+                (y * 255 / h.max(2)) as u8,
+                ((x * 7 + y * 13) % 256) as u8,
+            ])
         })
     }
 
@@ -481,7 +515,10 @@ mod tests {
             for _ in 0..500 {
                 let r = random_resized_crop_rect(w, h, (0.08, 1.0), (0.75, 4.0 / 3.0), &mut rng);
                 assert!(r.width >= 1 && r.height >= 1);
-                assert!(r.x + r.width <= w && r.y + r.height <= h, "{r:?} outside {w}x{h}");
+                assert!(
+                    r.x + r.width <= w && r.y + r.height <= h,
+                    "{r:?} outside {w}x{h}"
+                );
                 let ratio = r.width as f64 / r.height as f64;
                 let fraction = (r.width * r.height) as f64 / area;
                 // Either a sampled box (area and ratio in range, up to rounding) or the fallback.
@@ -492,7 +529,15 @@ mod tests {
         }
         // A picture far wider than 4:3 falls back to a centred 4:3 crop when no box fits.
         let r = random_resized_crop_rect(1000, 10, (1.0, 1.0), (0.75, 4.0 / 3.0), &mut rng);
-        assert_eq!(r, Rect { x: 493, y: 0, width: 13, height: 10 });
+        assert_eq!(
+            r,
+            Rect {
+                x: 493,
+                y: 0,
+                width: 13,
+                height: 10
+            }
+        );
         let r = random_resized_crop_rect(400, 300, (0.4, 1.0), (0.75, 4.0 / 3.0), &mut rng);
         assert!((r.width * r.height) as f64 >= 0.39 * 120000.0);
     }
@@ -500,19 +545,43 @@ mod tests {
     #[test]
     fn resized_crop_has_the_size_and_keeps_flat_colour() {
         let img = RgbImage::from_pixel(50, 40, Rgb([10, 200, 30]));
-        let out = resized_crop(&img, Rect { x: 5, y: 5, width: 30, height: 20 }, 16);
+        let out = resized_crop(
+            &img,
+            Rect {
+                x: 5,
+                y: 5,
+                width: 30,
+                height: 20,
+            },
+            16,
+        );
         assert_eq!(out.dimensions(), (16, 16));
         assert!(out.pixels().all(|p| p.0 == [10, 200, 30]));
         // The crop of a gradient at its own size is the source window.
         let img = gradient(40, 30);
-        let out = resized_crop(&img, Rect { x: 3, y: 2, width: 8, height: 8 }, 8);
+        let out = resized_crop(
+            &img,
+            Rect {
+                x: 3,
+                y: 2,
+                width: 8,
+                height: 8,
+            },
+            8,
+        );
         assert_eq!(out.get_pixel(0, 0), img.get_pixel(3, 2));
         assert_eq!(out.get_pixel(7, 7), img.get_pixel(10, 9));
     }
 
     #[test]
     fn normalisation_values() {
-        let img = RgbImage::from_fn(2, 1, |x, _| if x == 0 { Rgb([0, 128, 255]) } else { Rgb([124, 116, 104]) });
+        let img = RgbImage::from_fn(2, 1, |x, _| {
+            if x == 0 {
+                Rgb([0, 128, 255])
+            } else {
+                Rgb([124, 116, 104])
+            }
+        });
         let v = normalize(&img);
         assert_eq!(v.len(), 6);
         let expect = |c: usize, p: f32| (p - MEAN[c]) / STD[c];
@@ -566,10 +635,17 @@ mod tests {
         for op in RAND_OPS {
             let out = apply_op(&img, op, 9.0, false);
             assert_eq!(out.dimensions(), img.dimensions(), "{op:?}");
-            assert_eq!(out, apply_op(&img, op, 9.0, false), "{op:?} is deterministic");
+            assert_eq!(
+                out,
+                apply_op(&img, op, 9.0, false),
+                "{op:?} is deterministic"
+            );
         }
         let inverted = apply_op(&img, RandOp::Invert, 9.0, false);
-        assert_eq!(inverted.get_pixel(4, 5).0, img.get_pixel(4, 5).0.map(|v| 255 - v));
+        assert_eq!(
+            inverted.get_pixel(4, 5).0,
+            img.get_pixel(4, 5).0.map(|v| 255 - v)
+        );
         // m9 keeps int(0.9 * 4) = 3 bits.
         let posterized = apply_op(&img, RandOp::Posterize, 9.0, false);
         assert!(posterized.iter().all(|v| v & 0b0001_1111 == 0));
@@ -604,7 +680,8 @@ mod tests {
         assert_eq!(a.dimensions(), (64, 48));
         let differs = (0..20u64).any(|s| ra.apply(&img, &mut ChaCha8Rng::seed_from_u64(s)) != img);
         assert!(differs, "some seed must change the picture");
-        let full = |seed| train_transform(&img, Stage::One, 32, &mut ChaCha8Rng::seed_from_u64(seed));
+        let full =
+            |seed| train_transform(&img, Stage::One, 32, &mut ChaCha8Rng::seed_from_u64(seed));
         assert_eq!(full(5), full(5));
         assert_eq!(full(5).len(), 3 * 32 * 32);
         assert_ne!(full(5), full(6));

@@ -56,7 +56,10 @@ impl EntityIndex {
             version: Option<u32>,
         }
         let found: Version = serde_json::from_str(&text).with_context(|| {
-            format!("{} is not an entity index (JSON object expected)", path.display())
+            format!(
+                "{} is not an entity index (JSON object expected)",
+                path.display()
+            )
         })?;
         match found.version {
             Some(INDEX_VERSION) => {}
@@ -199,14 +202,26 @@ mod tests {
         assert_eq!(loaded.by_entity["dog"], vec![0]);
         assert_eq!(loaded.skipped.invalid_examples[0].0, 2);
 
-        let old = serde_json::to_string(&index).unwrap().replacen("\"version\":1", "\"version\":7", 1);
+        let old =
+            serde_json::to_string(&index)
+                .unwrap()
+                .replacen("\"version\":1", "\"version\":7", 1);
         std::fs::write(&path, old).unwrap();
         let err = format!("{:#}", EntityIndex::load(&path).unwrap_err());
-        assert!(err.contains("version 7") && err.contains("meta.index.json"), "{err}");
+        assert!(
+            err.contains("version 7") && err.contains("meta.index.json"),
+            "{err}"
+        );
         std::fs::write(&path, "[1, 2]").unwrap();
         let err = format!("{:#}", EntityIndex::load(&path).unwrap_err());
-        assert!(err.contains("not an entity index") && err.contains("meta.index.json"), "{err}");
-        let err = format!("{:#}", EntityIndex::load(&dir.join("missing.json")).unwrap_err());
+        assert!(
+            err.contains("not an entity index") && err.contains("meta.index.json"),
+            "{err}"
+        );
+        let err = format!(
+            "{:#}",
+            EntityIndex::load(&dir.join("missing.json")).unwrap_err()
+        );
         assert!(err.contains("missing.json"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

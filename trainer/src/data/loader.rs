@@ -165,7 +165,11 @@ impl Loader {
             bail!("the loader needs at least one worker and one prefetched batch");
         }
         let skips = match &source {
-            Source::Meta { meta, images, index } => {
+            Source::Meta {
+                meta,
+                images,
+                index,
+            } => {
                 if !images.is_dir() {
                     bail!("image folder {} does not exist", images.display());
                 }
@@ -190,7 +194,11 @@ impl Loader {
             }
         };
         Ok(Loader {
-            inner: Arc::new(Inner { source, config, skips }),
+            inner: Arc::new(Inner {
+                source,
+                config,
+                skips,
+            }),
         })
     }
 
@@ -284,9 +292,14 @@ impl Loader {
 }
 
 enum Message {
-    Made { job: Job, sample: Result<Sample> },
+    Made {
+        job: Job,
+        sample: Result<Sample>,
+    },
     /// The feeder listed `total` samples (for shards, the epoch's length).
-    End { total: usize },
+    End {
+        total: usize,
+    },
     Failed(anyhow::Error),
 }
 
@@ -304,14 +317,22 @@ fn feed_meta(
     let mut order: Vec<usize> = (0..n).collect();
     order.shuffle(&mut rng_for(config.seed, epoch, 0, Purpose::Order));
     let vocab = EntityVocab::default();
-    for (position, &id) in order.iter().enumerate().take(total).skip(start * config.batch_size) {
+    for (position, &id) in order
+        .iter()
+        .enumerate()
+        .take(total)
+        .skip(start * config.batch_size)
+    {
         let sample = &index.samples[id];
         let found = vocab.extract(&sample.caption);
         let partner = match config.stage {
             Stage::One => None,
             Stage::Two => {
                 if sample.entities.is_empty() {
-                    bail!("pair {id} ({}) of the entity index has no entity", sample.filename);
+                    bail!(
+                        "pair {id} ({}) of the entity index has no entity",
+                        sample.filename
+                    );
                 }
                 let mut rng = rng_for(config.seed, epoch, position, Purpose::PartnerChoice);
                 let entity = &sample.entities[rng.random_range(0..sample.entities.len())];
@@ -438,7 +459,8 @@ impl Batches {
             batch.captions.push(sample.caption.clone());
             batch.questions.push(sample.question.clone());
             batch.answers.push(sample.answer.clone());
-            if let (Some(images), Some(image)) = (&mut batch.partner_images, &sample.partner_image) {
+            if let (Some(images), Some(image)) = (&mut batch.partner_images, &sample.partner_image)
+            {
                 images.extend_from_slice(image);
             }
             if let (Some(texts), Some(text)) = (&mut batch.partner_texts, &sample.partner_text) {
@@ -450,7 +472,12 @@ impl Batches {
 
     /// The sample for slot `i` whose picture is unreadable: the next readable sample of the
     /// batch (wrapping), made again with the draws of `position`.
-    fn stand_in(&self, slots: &[(Job, Result<Sample>)], i: usize, position: usize) -> Result<Sample> {
+    fn stand_in(
+        &self,
+        slots: &[(Job, Result<Sample>)],
+        i: usize,
+        position: usize,
+    ) -> Result<Sample> {
         let n = slots.len();
         for k in 1..n {
             let (job, made) = &slots[(i + k) % n];
@@ -460,7 +487,12 @@ impl Batches {
                 }
             }
         }
-        let reason = slots[i].1.as_ref().err().map(|e| format!("{e:#}")).unwrap_or_default();
+        let reason = slots[i]
+            .1
+            .as_ref()
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
         bail!(
             "no picture of batch {} of epoch {} can be read (first: {reason})",
             self.next,

@@ -40,7 +40,10 @@ pub(crate) fn rng_for(seed: u64, epoch: usize, position: usize, purpose: Purpose
 pub(crate) enum ImageSource {
     File(PathBuf),
     /// A tar member, named "shard.tar/KEY.jpg".
-    Bytes { name: String, bytes: Arc<Vec<u8>> },
+    Bytes {
+        name: String,
+        bytes: Arc<Vec<u8>>,
+    },
 }
 
 impl ImageSource {

@@ -38,8 +38,7 @@ pub fn read_shard(
     unpaired: &mut usize,
     mut emit: impl FnMut(ShardPair) -> bool,
 ) -> Result<()> {
-    let file =
-        File::open(path).with_context(|| format!("cannot open shard {}", path.display()))?;
+    let file = File::open(path).with_context(|| format!("cannot open shard {}", path.display()))?;
     let mut archive = tar::Archive::new(BufReader::new(file));
     let shard_name = path.file_name().map_or_else(
         || path.display().to_string(),
@@ -99,7 +98,11 @@ struct Pending {
 
 impl Pending {
     fn new(key: &str) -> Self {
-        Self { key: key.to_string(), image: None, caption: None }
+        Self {
+            key: key.to_string(),
+            image: None,
+            caption: None,
+        }
     }
 
     fn pair(self, shard: &str, unpaired: &mut usize) -> Option<ShardPair> {
@@ -226,12 +229,20 @@ impl Stream<'_> {
         let partner = match self.config.stage {
             Stage::One => None,
             Stage::Two => {
-                let mut rng = rng_for(self.config.seed, self.epoch, position, Purpose::PartnerChoice);
+                let mut rng = rng_for(
+                    self.config.seed,
+                    self.epoch,
+                    position,
+                    Purpose::PartnerChoice,
+                );
                 let entity = classes[rng.random_range(0..classes.len())].clone();
                 let source = match self.pools.get(&entity).filter(|p| !p.is_empty()) {
                     Some(pool) => {
                         let (name, bytes) = &pool[rng.random_range(0..pool.len())];
-                        ImageSource::Bytes { name: name.clone(), bytes: Arc::clone(bytes) }
+                        ImageSource::Bytes {
+                            name: name.clone(),
+                            bytes: Arc::clone(bytes),
+                        }
                     }
                     None => ImageSource::Bytes {
                         name: pair.name.clone(),
@@ -253,7 +264,10 @@ impl Stream<'_> {
         }
         let job = Job {
             position,
-            image: ImageSource::Bytes { name: pair.name, bytes: pair.image },
+            image: ImageSource::Bytes {
+                name: pair.name,
+                bytes: pair.image,
+            },
             caption: pair.caption,
             question,
             classes,
@@ -272,7 +286,10 @@ mod tests {
     #[test]
     fn keys_follow_webdataset() {
         assert_eq!(split_key("00001.jpg"), ("00001", "jpg"));
-        assert_eq!(split_key("dir.v2/00001.seg.png"), ("dir.v2/00001", "seg.png"));
+        assert_eq!(
+            split_key("dir.v2/00001.seg.png"),
+            ("dir.v2/00001", "seg.png")
+        );
         assert_eq!(split_key("README"), ("README", ""));
     }
 }

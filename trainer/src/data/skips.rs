@@ -31,27 +31,64 @@ pub struct SkipCounts {
 
 impl fmt::Display for SkipCounts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let plural = |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        let plural =
+            |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
         let mut parts = Vec::new();
-        let mut lines = plural(self.invalid_lines, "invalid JSON line", "invalid JSON lines");
+        let mut lines = plural(
+            self.invalid_lines,
+            "invalid JSON line",
+            "invalid JSON lines",
+        );
         if !self.invalid_line_numbers.is_empty() {
-            let shown: Vec<String> =
-                self.invalid_line_numbers.iter().take(5).map(|n| n.to_string()).collect();
-            let more = if self.invalid_lines > shown.len() { ", ..." } else { "" };
+            let shown: Vec<String> = self
+                .invalid_line_numbers
+                .iter()
+                .take(5)
+                .map(|n| n.to_string())
+                .collect();
+            let more = if self.invalid_lines > shown.len() {
+                ", ..."
+            } else {
+                ""
+            };
             lines += &format!(" (line {}{more})", shown.join(", "));
         }
         parts.push(lines);
-        parts.push(plural(self.empty_captions, "empty caption", "empty captions"));
-        parts.push(plural(self.no_entity, "caption without an entity", "captions without an entity"));
+        parts.push(plural(
+            self.empty_captions,
+            "empty caption",
+            "empty captions",
+        ));
+        parts.push(plural(
+            self.no_entity,
+            "caption without an entity",
+            "captions without an entity",
+        ));
         if self.unpaired > 0 {
-            parts.push(plural(self.unpaired, "unpaired shard member", "unpaired shard members"));
+            parts.push(plural(
+                self.unpaired,
+                "unpaired shard member",
+                "unpaired shard members",
+            ));
         }
         if self.unreadable_shards > 0 {
-            parts.push(plural(self.unreadable_shards, "unreadable shard", "unreadable shards"));
+            parts.push(plural(
+                self.unreadable_shards,
+                "unreadable shard",
+                "unreadable shards",
+            ));
         }
-        let mut images = plural(self.unreadable_images, "unreadable image", "unreadable images");
+        let mut images = plural(
+            self.unreadable_images,
+            "unreadable image",
+            "unreadable images",
+        );
         if let Some(first) = self.unreadable_examples.first() {
-            let more = if self.unreadable_images > 1 { ", ..." } else { "" };
+            let more = if self.unreadable_images > 1 {
+                ", ..."
+            } else {
+                ""
+            };
             images += &format!(" ({first}{more})");
         }
         parts.push(images);
@@ -77,7 +114,10 @@ impl SkipLog {
             no_entity: skipped.no_entity,
             ..SkipCounts::default()
         };
-        Self { text: Mutex::new(text), images: Mutex::default() }
+        Self {
+            text: Mutex::new(text),
+            images: Mutex::default(),
+        }
     }
 
     pub fn is_unreadable(&self, name: &str) -> bool {
