@@ -377,7 +377,7 @@ fn shards_stream_deterministically_with_partners() {
     write_shard(&shards.join("00000.tar"));
     let make = || {
         Loader::new(
-            Source::shards(&[shards.clone()]).unwrap(),
+            Source::shards(std::slice::from_ref(&shards)).unwrap(),
             config(Stage::Two, 3),
         )
         .unwrap()
@@ -436,7 +436,10 @@ fn bad_sources_are_named() {
         Source::shards(&[dir.join("nope.tar")]).err().unwrap()
     );
     assert!(err.contains("nope.tar"), "{err}");
-    let err = format!("{:#}", Source::shards(&[dir.clone()]).err().unwrap());
+    let err = format!(
+        "{:#}",
+        Source::shards(std::slice::from_ref(&dir)).err().unwrap()
+    );
     assert!(err.contains("holds no .tar"), "{err}");
     write_meta(&dir);
     let source = Source::meta(&dir.join("meta.jsonl"), &dir.join("missing")).unwrap();

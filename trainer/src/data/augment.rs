@@ -683,7 +683,7 @@ mod tests {
         let expect = |c: usize, p: f32| (p - MEAN[c]) / STD[c];
         assert!((v[0] - expect(0, 0.0)).abs() < 1e-6 && (v[0] + 2.117904).abs() < 1e-5);
         assert!((v[2] - expect(1, 128.0)).abs() < 1e-6);
-        assert!((v[4] - expect(2, 255.0)).abs() < 1e-6 && (v[4] - 2.640000).abs() < 1e-5);
+        assert!((v[4] - expect(2, 255.0)).abs() < 1e-6 && (v[4] - 2.64).abs() < 1e-5);
         // CHW: the second pixel's red is at index 1.
         assert!((v[1] - (124.0 - 123.675) / 58.395).abs() < 1e-6);
     }

@@ -256,7 +256,13 @@ impl Loader {
                             inner.skips.unreadable(&name, &reason);
                             Err(reason)
                         });
-                        if done.send(Message::Made { job, sample }).is_err() {
+                        if done
+                            .send(Message::Made {
+                                job: Box::new(job),
+                                sample,
+                            })
+                            .is_err()
+                        {
                             break;
                         }
                     }
@@ -293,7 +299,7 @@ impl Loader {
 
 enum Message {
     Made {
-        job: Job,
+        job: Box<Job>,
         sample: Result<Sample>,
     },
     /// The feeder listed `total` samples (for shards, the epoch's length).
@@ -402,7 +408,7 @@ impl Iterator for Batches {
             }
             match self.done.recv() {
                 Ok(Message::Made { job, sample }) => {
-                    self.pending.insert(job.position, (job, sample));
+                    self.pending.insert(job.position, (*job, sample));
                 }
                 Ok(Message::End { total }) => self.total = Some(total),
                 Ok(Message::Failed(e)) => {

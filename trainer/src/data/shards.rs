@@ -175,6 +175,9 @@ pub(crate) fn feed_shards(
     Ok(stream.position)
 }
 
+/// A picture's name and encoded bytes.
+type Picture = (String, Arc<Vec<u8>>);
+
 struct Stream<'a> {
     config: &'a DataConfig,
     epoch: usize,
@@ -184,7 +187,7 @@ struct Stream<'a> {
     buffer: Vec<(ShardPair, Vec<String>, String)>,
     buffer_rng: rand_chacha::ChaCha8Rng,
     /// Entity -> recent samples showing it (stage-2 partners).
-    pools: HashMap<String, VecDeque<(String, Arc<Vec<u8>>)>>,
+    pools: HashMap<String, VecDeque<Picture>>,
     position: usize,
     jobs: &'a Sender<Job>,
     /// The consumer went away.
