@@ -474,3 +474,28 @@ fn shard_index_counts_what_the_entity_filter_keeps() {
     let s = &index.skipped;
     assert_eq!((s.empty_caption, s.no_entity, s.unpaired), (1, 1, 1));
 }
+
+#[test]
+fn meta_source_reads_a_current_index_and_rebuilds_a_stale_one() {
+    let dir = scratch("data-meta-index");
+    let (meta, images) = write_meta(&dir);
+    let mut index =
+        ovseg_trainer::data::index::build_index(&meta, &indicatif::ProgressBar::hidden()).unwrap();
+    assert_eq!(index.samples.len(), 12);
+    // An index keeping only the first 8 pairs, written after the meta-file, is used as it is.
+    index.samples.truncate(8);
+    index
+        .by_entity
+        .values_mut()
+        .for_each(|ids| ids.retain(|&i| i < 8));
+    let index_path = dir.join("meta.index.json");
+    std::fs::write(&index_path, serde_json::to_string(&index).unwrap()).unwrap();
+    let loader = Loader::new(Source::meta(&meta, &images).unwrap(), config(Stage::One, 4)).unwrap();
+    assert_eq!(loader.batches_per_epoch(), Some(2));
+    // Once the meta-file is newer, the index is rebuilt from it.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let text = std::fs::read_to_string(&meta).unwrap();
+    std::fs::write(&meta, text).unwrap();
+    let loader = Loader::new(Source::meta(&meta, &images).unwrap(), config(Stage::One, 4)).unwrap();
+    assert_eq!(loader.batches_per_epoch(), Some(3));
+}

@@ -73,14 +73,19 @@ pub enum Source {
 
 impl Source {
     /// A meta-file source with the index `ovseg index` wrote beside it (META.index.json), or,
-    /// when there is none, an index built now.
+    /// when there is none or it is older than the meta-file, an index built now.
     pub fn meta(meta: &Path, images: &Path) -> Result<Source> {
         let index_path = meta.with_extension("index.json");
-        let index = if index_path.is_file() {
+        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let current = match (modified(&index_path), modified(meta)) {
+            (Some(index), Some(meta)) => index >= meta,
+            _ => false,
+        };
+        let index = if current {
             EntityIndex::load(&index_path)?
         } else {
             tracing::info!(
-                "no {} yet; indexing {} now",
+                "no current {}; indexing {} now",
                 index_path.display(),
                 meta.display()
             );
