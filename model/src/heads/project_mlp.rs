@@ -2,7 +2,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
-use crate::nn::{BatchNorm1d, BatchNorm1dConfig};
+use crate::nn::{BatchNorm1d, BatchNorm1dConfig, BatchStats};
 
 /// The reference's 2-layer `ProjectMLP`: Conv1d(k=1) -> BatchNorm1d -> ReLU -> Conv1d(k=1).
 /// A kernel-1 Conv1d is a Linear applied to every token; checkpoints hold it as
@@ -35,14 +35,22 @@ impl ProjectMlpConfig {
 impl<B: Backend> ProjectMlp<B> {
     /// [N, C] -> [N, out]. BatchNorm statistics are over the N rows in training.
     pub fn forward(&self, x: Tensor<B, 2>, training: bool) -> Tensor<B, 2> {
-        let h = self.norm.forward(self.hidden.forward(x), training);
+        self.forward_with(x, BatchStats::new(training))
+    }
+
+    pub fn forward_with(&self, x: Tensor<B, 2>, stats: BatchStats<'_, B>) -> Tensor<B, 2> {
+        let h = self.norm.forward_with(self.hidden.forward(x), stats);
         self.out.forward(relu(h))
     }
 
     /// [B, L, C] -> [B, L, out], every token a row (as Conv1d over [B, C, L] normalises over B and L).
     pub fn forward_tokens(&self, x: Tensor<B, 3>, training: bool) -> Tensor<B, 3> {
+        self.forward_tokens_with(x, BatchStats::new(training))
+    }
+
+    pub fn forward_tokens_with(&self, x: Tensor<B, 3>, stats: BatchStats<'_, B>) -> Tensor<B, 3> {
         let [b, l, c] = x.dims();
-        let y = self.forward(x.reshape([b * l, c]), training);
+        let y = self.forward_with(x.reshape([b * l, c]), stats);
         let out = y.dims()[1];
         y.reshape([b, l, out])
     }

@@ -2,23 +2,7 @@ use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
 use crate::model::normalize;
-
-/// Gathers a per-device batch of embeddings into the global batch, keeping gradients
-/// (the reference's `dist_collect`). Single-device training uses [`LocalGather`].
-pub trait GatherAll<B: Backend> {
-    /// `x` [b, D] on this device -> ([b_total, D], row offset of this device's rows).
-    fn gather(&self, x: Tensor<B, 2>) -> (Tensor<B, 2>, usize);
-}
-
-/// One device: the local batch is the global batch.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct LocalGather;
-
-impl<B: Backend> GatherAll<B> for LocalGather {
-    fn gather(&self, x: Tensor<B, 2>) -> (Tensor<B, 2>, usize) {
-        (x, 0)
-    }
-}
+use crate::nn::GatherAll;
 
 /// Symmetric InfoNCE between paired rows of `a` and `b` ([b, D] each, not yet normalised):
 /// mean of CE(a @ gather(b)^T * scale) and CE(b @ gather(a)^T * scale), labels = offset + i.

@@ -5,7 +5,8 @@ mod hungarian;
 mod mask_consistency;
 mod step;
 
-pub use contrastive::{contrastive_loss, GatherAll, LocalGather};
+pub use crate::nn::{GatherAll, LocalGather};
+pub use contrastive::contrastive_loss;
 pub use hungarian::min_cost_assignment;
 pub use mask_consistency::{mask_consistency_loss, MaskLossInputs};
 pub use step::{CrossPair, LossOptions, Losses, TrainBatch, ENTITY_WEIGHT, MASK_WEIGHT};

@@ -3,6 +3,7 @@ use burn::prelude::*;
 use super::{contrastive_loss, mask_consistency_loss, GatherAll, MaskLossInputs};
 use crate::error::OvsegError;
 use crate::model::OvSegmentor;
+use crate::nn::BatchStats;
 
 /// Weight of the masked-entity loss.
 pub const ENTITY_WEIGHT: f64 = 1.0;
@@ -66,10 +67,21 @@ impl<B: Backend> OvSegmentor<B> {
             ));
         }
         let scale = self.scale();
+        let stats = if training {
+            BatchStats::Batch(options.gather)
+        } else {
+            BatchStats::Running
+        };
+        let encode_text = |(ids, mask): &(Tensor<B, 2, Int>, Tensor<B, 2, Int>)| {
+            self.text_projector.forward_with(
+                self.text_encoder.forward_cls(ids.clone(), mask.clone()),
+                stats,
+            )
+        };
 
         let image = self.img_encoder.forward(batch.images.clone(), training);
-        let image_x = self.img_projector.forward(image.pooled.clone(), training);
-        let caption = self.encode_text(batch.caption.0.clone(), batch.caption.1.clone(), training);
+        let image_x = self.img_projector.forward_with(image.pooled.clone(), stats);
+        let caption = encode_text(&batch.caption);
         let matching = contrastive_loss(image_x, caption, scale.clone(), options.gather);
 
         let question = self
@@ -83,19 +95,17 @@ impl<B: Backend> OvSegmentor<B> {
             Some(p) => p.forward(image.segments.clone()),
             None => image.segments.clone(),
         };
-        let answer_vec = bridge.forward(multimodal.forward(visual, question, training), training);
-        let answer = self.encode_text(batch.answer.0.clone(), batch.answer.1.clone(), training);
+        let answer_vec = bridge.forward_with(multimodal.forward(visual, question, training), stats);
+        let answer = encode_text(&batch.answer);
         let entity = contrastive_loss(answer_vec, answer, scale, options.gather);
 
         let mask = batch.cross.as_ref().map(|cross| {
             let momentum = self.img_encoder_momentum.as_ref().expect("checked above");
             let partner = momentum.forward(cross.images.clone(), training);
-            let entity_text = self
-                .encode_text(cross.entity.0.clone(), cross.entity.1.clone(), training)
-                .detach();
+            let entity_text = encode_text(&cross.entity).detach();
             let groups = self
                 .img_projector
-                .forward_tokens(image.segments.clone(), training);
+                .forward_tokens_with(image.segments.clone(), stats);
             let similarity = groups
                 .matmul(entity_text.unsqueeze_dim(2))
                 .squeeze_dim::<2>(2);

@@ -1,6 +1,8 @@
 use burn::module::{Param, RunningState};
 use burn::prelude::*;
 
+use super::{BatchStats, GatherAll};
+
 /// BatchNorm1d over rows of a [N, C] tensor, with the mode chosen by the caller rather than by
 /// whether autodiff is on: the reference computes its losses (and the fixtures their gradients)
 /// in eval mode, with running statistics, while gradients flow.
@@ -42,30 +44,54 @@ impl BatchNorm1dConfig {
 
 impl<B: Backend> BatchNorm1d<B> {
     pub fn forward(&self, x: Tensor<B, 2>, training: bool) -> Tensor<B, 2> {
+        self.forward_with(x, BatchStats::new(training))
+    }
+
+    pub fn forward_with(&self, x: Tensor<B, 2>, stats: BatchStats<'_, B>) -> Tensor<B, 2> {
         let device = x.device();
-        let (mean, var) = if training {
-            let rows = x.dims()[0];
-            let mean = x.clone().mean_dim(0);
-            let var = (x.clone() - mean.clone()).square().mean_dim(0);
-            let unbiased = var.clone().detach() * (rows as f64 / (rows.max(2) - 1) as f64);
-            let m = self.momentum;
-            let running_mean = self.running_mean.value_sync().to_device(&device) * (1.0 - m)
-                + mean.clone().detach().squeeze_dim::<1>(0) * m;
-            let running_var = self.running_var.value_sync().to_device(&device) * (1.0 - m)
-                + unbiased.squeeze_dim::<1>(0) * m;
-            self.running_mean.update(running_mean);
-            self.running_var.update(running_var);
-            (mean, var)
-        } else {
-            let mean = self
-                .running_mean
-                .value()
-                .to_device(&device)
-                .unsqueeze_dim(0);
-            let var = self.running_var.value().to_device(&device).unsqueeze_dim(0);
-            (mean, var)
+        let (mean, var) = match stats {
+            BatchStats::Batch(collective) => {
+                let (mean, var, rows) = batch_statistics(x.clone(), collective);
+                let unbiased = var.clone().detach() * (rows as f64 / (rows.max(2) - 1) as f64);
+                let m = self.momentum;
+                let running_mean = self.running_mean.value_sync().to_device(&device) * (1.0 - m)
+                    + mean.clone().detach().squeeze_dim::<1>(0) * m;
+                let running_var = self.running_var.value_sync().to_device(&device) * (1.0 - m)
+                    + unbiased.squeeze_dim::<1>(0) * m;
+                self.running_mean.update(running_mean);
+                self.running_var.update(running_var);
+                (mean, var)
+            }
+            BatchStats::Running => {
+                let mean = self
+                    .running_mean
+                    .value()
+                    .to_device(&device)
+                    .unsqueeze_dim(0);
+                let var = self.running_var.value().to_device(&device).unsqueeze_dim(0);
+                (mean, var)
+            }
         };
         let x = (x - mean) / (var + self.epsilon).sqrt();
         x * self.gamma.val().unsqueeze_dim(0) + self.beta.val().unsqueeze_dim(0)
     }
+}
+
+/// Mean and biased variance [1, C] over the rows of every device, and the global row count.
+/// On several devices this is SyncBatchNorm: the sums are all-reduced with their gradients.
+fn batch_statistics<B: Backend>(
+    x: Tensor<B, 2>,
+    collective: &dyn GatherAll<B>,
+) -> (Tensor<B, 2>, Tensor<B, 2>, usize) {
+    let rows = x.dims()[0];
+    if collective.world_size() == 1 {
+        let mean = x.clone().mean_dim(0);
+        let var = (x - mean.clone()).square().mean_dim(0);
+        return (mean, var, rows);
+    }
+    // Every device holds the same number of rows (the global batch is split evenly).
+    let total = rows * collective.world_size();
+    let mean = collective.sum_all(x.clone().sum_dim(0)) / total as f64;
+    let var = collective.sum_all((x - mean.clone()).square().sum_dim(0)) / total as f64;
+    (mean, var, total)
 }

@@ -3,11 +3,13 @@
 mod attention;
 mod batch_norm;
 mod block;
+mod collective;
 mod drop_path;
 mod mlp;
 
 pub use attention::{CrossAttention, CrossAttentionConfig, FusedAttention, FusedAttentionConfig};
 pub use batch_norm::{BatchNorm1d, BatchNorm1dConfig};
+pub use collective::{BatchStats, GatherAll, LocalGather};
 pub use block::{CrossBlockPost, CrossBlockPostConfig, TransformerBlock, TransformerBlockConfig};
 pub use drop_path::drop_path;
 pub use mlp::{Mlp, MlpConfig};
