@@ -29,6 +29,10 @@ pub struct ImageConfig {
     /// Stochastic depth, linearly 0..rate over all blocks (training only).
     #[serde(default = "defaults::drop_path_rate")]
     pub drop_path_rate: f64,
+    /// Gumbel noise on the hard group assignment in training (GroupViT's `gumbel`). Turned off
+    /// only where training must be free of random draws (the data-parallel equivalence test).
+    #[serde(default = "defaults::gumbel")]
+    pub gumbel: bool,
 }
 
 /// BERT text encoder (SPEC section 2). Accepts a HuggingFace `config.json` as it is.
@@ -78,6 +82,9 @@ mod defaults {
     pub fn drop_path_rate() -> f64 {
         0.1
     }
+    pub fn gumbel() -> bool {
+        true
+    }
     pub fn vocab_size() -> usize {
         30522
     }
@@ -123,6 +130,7 @@ impl ImageConfig {
             num_output_groups: vec![8],
             mlp_ratio: 4.0,
             drop_path_rate: 0.1,
+            gumbel: true,
         }
     }
 

@@ -8,6 +8,8 @@ use burn::tensor::Distribution;
 #[derive(Config, Debug)]
 pub struct AssignAttentionConfig {
     pub dim: usize,
+    #[config(default = true)]
+    pub gumbel: bool,
 }
 
 #[derive(Module, Debug)]
@@ -16,6 +18,7 @@ pub struct AssignAttention<B: Backend> {
     pub k_proj: Linear<B>,
     pub v_proj: Linear<B>,
     pub proj: Linear<B>,
+    pub gumbel: bool,
 }
 
 /// What the assignment produces besides the new group tokens.
@@ -39,13 +42,14 @@ impl AssignAttentionConfig {
             k_proj: linear(),
             v_proj: linear(),
             proj: linear(),
+            gumbel: self.gumbel,
         }
     }
 }
 
 impl<B: Backend> AssignAttention<B> {
     /// `groups` [B, G, C] attend to `x` [B, N, C]. Training adds Gumbel noise (tau 1) before the
-    /// hard choice; both modes pass the gradient of the soft map through the one-hot.
+    /// hard choice (when `gumbel`); both modes pass the gradient of the soft map through the one-hot.
     pub fn forward(
         &self,
         groups: Tensor<B, 3>,
@@ -60,7 +64,7 @@ impl<B: Backend> AssignAttention<B> {
         let logits = q.clone().matmul(k.clone().swap_dims(1, 2)) * (c as f64).powf(-0.5); // [B, G, N]
 
         let soft = softmax(logits.clone(), 1);
-        let choice = if training {
+        let choice = if training && self.gumbel {
             let uniform = logits.random_like(Distribution::Uniform(1e-10, 1.0));
             let gumbel = -(-uniform.log()).log();
             softmax(logits + gumbel, 1)

@@ -83,6 +83,7 @@ impl ImageConfig {
             let downsample = self.num_output_groups.get(stage).map(|&out| {
                 GroupingBlockConfig::new(d, self.num_heads[stage], groups, out)
                     .with_mlp_ratio(self.mlp_ratio)
+                    .with_gumbel(self.gumbel)
                     .init(device)
             });
             layers.push(GroupingLayer {

@@ -14,6 +14,8 @@ pub struct GroupingBlockConfig {
     pub num_output_groups: usize,
     #[config(default = 4.0)]
     pub mlp_ratio: f64,
+    #[config(default = true)]
+    pub gumbel: bool,
 }
 
 #[derive(Module, Debug)]
@@ -49,7 +51,9 @@ impl GroupingBlockConfig {
             pre_assign_attn: CrossBlockPostConfig::new(d, self.num_heads)
                 .with_mlp_ratio(self.mlp_ratio)
                 .init(device),
-            assign: AssignAttentionConfig::new(d).init(device),
+            assign: AssignAttentionConfig::new(d)
+                .with_gumbel(self.gumbel)
+                .init(device),
             norm_new_x: norm(),
             mlp_channels: MlpConfig::new(d, channels_hidden, d).init(device),
         }
