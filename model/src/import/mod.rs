@@ -1,12 +1,15 @@
 //! Weights from outside: released PyTorch checkpoints (`.pth`, the state dict under `model`) and
-//! HuggingFace BERT weights (`model.safetensors` + `config.json`). Native only (feature `import`).
+//! HuggingFace BERT weights (`model.safetensors` + `config.json`), and DINO ViT weights to start
+//! the image encoder from. Native only (feature `import`).
 //!
 //! Every burn parameter path maps to one checkpoint key through [`mapping::torch_key`]; a missing
 //! key, an unexpected key that matters or a shape mismatch is an error listing all of them.
 
+mod dino;
 pub mod mapping;
 mod source;
 
+pub use dino::{load_dino_vit, DinoSource};
 pub use source::{PthSource, SafetensorsSource, TensorSource};
 
 use std::path::Path;
@@ -50,7 +53,7 @@ pub fn load_checkpoint<B: Backend>(
         &mut model,
         &source,
         &path.display().to_string(),
-        mapping::torch_key,
+        |path| Some(mapping::torch_key(path)),
         mapping::ignorable_checkpoint_key,
     )?;
     Ok((model, report))
@@ -69,11 +72,7 @@ pub fn load_hf_bert<B: Backend>(
     let key = |path: &str| {
         let k = mapping::torch_key(path);
         let k = k.strip_prefix("transformer.").unwrap_or(&k).to_string();
-        if prefixed {
-            format!("bert.{k}")
-        } else {
-            k
-        }
+        Some(if prefixed { format!("bert.{k}") } else { k })
     };
     let report = load_module(
         &mut encoder,
@@ -100,12 +99,13 @@ pub fn load_hf_bert_dir<B: Backend>(
     Ok((config, encoder))
 }
 
-/// Loads `module`'s parameters from `source`, `key_of` naming the source key of each burn path.
+/// Loads `module`'s parameters from `source`, `key_of` naming the source key of each burn path
+/// (`None`: the source does not provide it and it keeps its initialisation).
 pub fn load_module<B: Backend, M: ModuleSnapshot<B> + Module<B>>(
     module: &mut M,
     source: &dyn TensorSource,
     origin: &str,
-    key_of: impl Fn(&str) -> String,
+    key_of: impl Fn(&str) -> Option<String>,
     ignorable: impl Fn(&str) -> bool,
 ) -> Result<ImportReport, OvsegError> {
     let targets = module.collect(None, None, false);
@@ -115,7 +115,9 @@ pub fn load_module<B: Backend, M: ModuleSnapshot<B> + Module<B>>(
     let mut snapshots = Vec::with_capacity(targets.len());
     for target in targets {
         let path = target.full_path();
-        let key = key_of(&path);
+        let Some(key) = key_of(&path) else {
+            continue;
+        };
         let Some(found_shape) = source.shape(&key) else {
             missing.push(format!(
                 "{key} (for {path}, shape {:?})",
