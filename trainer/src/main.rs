@@ -5,6 +5,7 @@ mod commands;
 mod eval;
 mod model_io;
 mod overlay;
+mod train;
 
 use clap::{Parser, Subcommand};
 use ovseg_trainer::{data, image_io};
@@ -28,10 +29,14 @@ enum Command {
     Segment(commands::segment::Args),
     /// Extract caption entities from a meta-file and index which pairs show each entity.
     Index(commands::index::Args),
+    /// Train OVSegmentor on image-caption pairs (stage 1 or 2 of the paper's recipe).
+    Train(Box<commands::train::Args>),
     /// Zero-shot mIoU on a segmentation benchmark, or ImageNet top-1/top-5.
     Eval(commands::eval::Args),
-    /// Time the image and text encoders on the CPU backends (random weights).
+    /// Time the image and text encoders on the CPU backends (random weights), or training.
     Bench(commands::bench::Args),
+    /// The meeting point of a training run over several machines.
+    Orchestrator(commands::orchestrator::Args),
 }
 
 fn main() {
@@ -48,7 +53,9 @@ fn main() {
         Command::Segment(args) => commands::segment::run(args),
         Command::Index(args) => commands::index::run(args),
         Command::Eval(args) => commands::eval::run(args),
+        Command::Train(args) => commands::train::run(*args),
         Command::Bench(args) => commands::bench::run(args),
+        Command::Orchestrator(args) => commands::orchestrator::run(args),
     };
     if let Err(error) = result {
         // One line: the chain of causes, most general first.

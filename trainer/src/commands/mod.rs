@@ -2,7 +2,10 @@ pub mod bench;
 pub mod convert;
 pub mod eval;
 pub mod index;
+pub mod orchestrator;
 pub mod segment;
+pub mod train;
+pub mod train_bench;
 
 use std::path::PathBuf;
 

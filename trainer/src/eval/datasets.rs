@@ -19,6 +19,16 @@ pub enum Layout {
 }
 
 impl Layout {
+    /// From the names `vocab_name` gives.
+    pub fn parse(name: &str) -> Result<Self> {
+        [Self::Voc, Self::Context, Self::CocoObject, Self::Ade20k]
+            .into_iter()
+            .find(|l| l.vocab_name() == name)
+            .with_context(|| {
+                format!("unknown dataset layout {name:?} (voc, context, coco_object, ade20k)")
+            })
+    }
+
     pub fn vocab_name(self) -> &'static str {
         match self {
             Self::Voc => "voc",

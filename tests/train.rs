@@ -1,0 +1,237 @@
+//! `ovseg train` as a user runs it, on a small caption dataset written as real JPEG files and a
+//! meta-file: stage 1 then stage 2 with falling losses, and a run killed mid-way that resumes
+//! with no step lost or repeated.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn ovseg(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ovseg"))
+        .args(args)
+        .output()
+        .expect("ovseg runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = ovseg(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "ovseg {args:?} failed: {stderr}");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+const KINDS: [(&str, [u8; 3]); 6] = [
+    ("dog", [200, 60, 40]),
+    ("car", [40, 80, 210]),
+    ("boat", [230, 210, 40]),
+    ("kite", [40, 190, 60]),
+    ("cat", [150, 60, 190]),
+    ("house", [240, 140, 30]),
+];
+
+/// `n` pictures of one or two coloured shapes on grey, captions naming them, plus one corrupt
+/// JPEG, one line that is not JSON and one empty caption, which training must skip.
+fn caption_dataset(dir: &Path, n: usize) -> PathBuf {
+    std::fs::create_dir_all(dir.join("images")).unwrap();
+    let mut meta = String::new();
+    for i in 0..n {
+        let a = i % KINDS.len();
+        let b = (i / KINDS.len() + a + 1) % KINDS.len();
+        let two = i % 3 == 0;
+        let mut img = image::RgbImage::from_pixel(96, 96, image::Rgb([128, 128, 128]));
+        for (y, x, p) in img.enumerate_pixels_mut().map(|(x, y, p)| (y, x, p)) {
+            if x < 48 + (i as u32 % 16) && y > 20 {
+                *p = image::Rgb(KINDS[a].1);
+            } else if two && x > 60 && y < 50 {
+                *p = image::Rgb(KINDS[b].1);
+            }
+        }
+        let name = format!("images/{i:04}.jpg");
+        img.save(dir.join(&name)).unwrap();
+        let caption = if two {
+            format!("a {} next to a {} in the picture", KINDS[a].0, KINDS[b].0)
+        } else {
+            format!("a photo of a {} on grey", KINDS[a].0)
+        };
+        meta.push_str(&format!("{{\"filename\": \"{name}\", \"caption\": \"{caption}\"}}\n"));
+    }
+    std::fs::write(dir.join("images/broken.jpg"), b"\xff\xd8 not really a jpeg").unwrap();
+    meta.push_str("{\"filename\": \"images/broken.jpg\", \"caption\": \"a dog that is broken\"}\n");
+    meta.push_str("this line is not json\n");
+    meta.push_str("{\"filename\": \"images/0000.jpg\", \"caption\": \"\"}\n");
+    let path = dir.join("meta.jsonl");
+    std::fs::write(&path, meta).unwrap();
+    path
+}
+
+/// The fixture-sized model at 64 pixels: fast enough for a few dozen CPU steps.
+fn model_config(dir: &Path) -> PathBuf {
+    let config = serde_json::json!({
+        "image": {"img_size": 64, "patch_size": 16, "embed_dim": 64, "depths": [2, 2],
+                  "num_heads": [4, 4], "num_group_tokens": [16, 0],
+                  "num_output_groups": [4], "mlp_ratio": 4.0, "drop_path_rate": 0.0},
+        "text": {"vocab_size": 30522, "hidden_size": 96, "num_hidden_layers": 2,
+                 "num_attention_heads": 4, "intermediate_size": 192},
+        "output_dim": 32, "proj_inner_dim": 64, "entity_heads": 4
+    });
+    let path = dir.join("model.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    path
+}
+
+fn recipe(dir: &Path, stage: u8, steps: usize) -> PathBuf {
+    let (base, min, warmup) = if stage == 1 {
+        (2e-3, 5e-4, 0.1)
+    } else {
+        (1e-3, 2e-4, 0.0)
+    };
+    let recipe = serde_json::json!({
+        "stage": stage, "epochs": 100, "batch_size": 8, "base_lr": base, "warmup_lr": 1e-4,
+        "min_lr": min, "warmup_epochs": warmup, "image_size": 64, "workers": 2,
+        "checkpoint_every": 4, "keep_last": 2, "max_steps": steps, "seed": 7
+    });
+    let path = dir.join(format!("stage{stage}.json"));
+    std::fs::write(&path, recipe.to_string()).unwrap();
+    path
+}
+
+/// Every parameter's values (parameter ids differ between runs; values must not).
+fn parameters(model: &Path) -> Vec<Vec<f32>> {
+    use burn::module::{Module, ModuleVisitor, Param};
+    use burn::prelude::*;
+    struct Values(Vec<Vec<f32>>);
+    impl ModuleVisitor<burn::backend::Flex> for Values {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<burn::backend::Flex, D>>) {
+            self.0.push(p.val().into_data().to_vec().unwrap());
+        }
+    }
+    let bytes = std::fs::read(model).unwrap();
+    let (model, _) = ovseg_model::record::model_from_bytes::<burn::backend::Flex>(
+        bytes,
+        "model",
+        &Default::default(),
+    )
+    .unwrap();
+    let mut values = Values(Vec::new());
+    model.visit(&mut values);
+    values.0
+}
+
+fn metrics(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn mean(values: &[serde_json::Value], key: &str) -> f64 {
+    values.iter().map(|v| v[key].as_f64().unwrap()).sum::<f64>() / values.len() as f64
+}
+
+#[test]
+fn stage_one_then_stage_two_on_jpeg_captions_and_the_losses_fall() {
+    let dir = scratch("train-stages");
+    let meta = caption_dataset(&dir, 32);
+    let model = model_config(&dir);
+    let stage1 = dir.join("stage1");
+    let out = ok(&[
+        "train", "--quiet", "--out", s(&stage1), "--recipe", s(&recipe(&dir, 1, 40)),
+        "--data", s(&meta), "--model", s(&model),
+    ]);
+    assert!(out.contains("trained 40 steps"), "{out}");
+    let m = metrics(&stage1);
+    assert_eq!(m.len(), 40);
+    let (early, late) = (mean(&m[..5], "total"), mean(&m[35..], "total"));
+    assert!(late < 0.8 * early, "stage 1 loss should fall: {early} -> {late}");
+    assert!(m.iter().all(|v| v.get("mask").is_none()));
+    // The checkpoint and the final model are ordinary model files.
+    assert!(stage1.join("model.mpk").is_file());
+    assert!(stage1.join("checkpoints/latest").is_file());
+
+    let stage2 = dir.join("stage2");
+    ok(&[
+        "train", "--quiet", "--out", s(&stage2), "--recipe", s(&recipe(&dir, 2, 30)),
+        "--data", s(&meta), "--init", s(&stage1.join("model.mpk")),
+    ]);
+    let m = metrics(&stage2);
+    assert_eq!(m.len(), 30);
+    assert!(m.iter().all(|v| v["mask"].as_f64().is_some_and(|x| x.is_finite() && x > 0.0)));
+    let (early, late) = (mean(&m[..5], "total"), mean(&m[25..], "total"));
+    assert!(late < early, "stage 2 loss should fall: {early} -> {late}");
+
+    // The result segments like any model file.
+    ok(&[
+        "segment", "--model", s(&stage2.join("model.mpk")), "--image",
+        s(&dir.join("images/0001.jpg")), "--labels", "dog,car,boat", "--out-dir", s(&dir),
+    ]);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_killed_run_resumes_from_its_last_checkpoint_with_no_step_lost_or_repeated() {
+    let dir = scratch("train-resume");
+    let meta = caption_dataset(&dir, 24);
+    let model = model_config(&dir);
+    let recipe = recipe(&dir, 1, 16);
+    let straight = dir.join("straight");
+    ok(&[
+        "train", "--quiet", "--out", s(&straight), "--recipe", s(&recipe), "--data", s(&meta),
+        "--model", s(&model),
+    ]);
+
+    let killed = dir.join("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ovseg"))
+        .args([
+            "train", "--quiet", "--out", s(&killed), "--recipe", s(&recipe), "--data", s(&meta),
+            "--model", s(&model),
+        ])
+        .spawn()
+        .unwrap();
+    let began = Instant::now();
+    while !killed.join("checkpoints/step-00000008/state.json").is_file() {
+        assert!(began.elapsed() < Duration::from_secs(600), "no checkpoint appeared");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it was killed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!killed.join("model.mpk").exists(), "killed before the end");
+
+    ok(&[
+        "train", "--quiet", "--out", s(&killed), "--recipe", s(&recipe), "--data", s(&meta),
+        "--resume",
+    ]);
+    let steps: Vec<u64> = metrics(&killed)
+        .iter()
+        .map(|m| m["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, (1..=16).collect::<Vec<u64>>());
+    for (a, b) in metrics(&straight).iter().zip(metrics(&killed).iter()) {
+        assert_eq!(a["total"], b["total"], "step {}", a["step"]);
+    }
+    assert!(
+        parameters(&straight.join("model.mpk")) == parameters(&killed.join("model.mpk")),
+        "the resumed run ends with the same weights"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn bad_training_input_is_a_one_line_error() {
+    let dir = scratch("train-errors");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = ovseg(&["train", "--out", s(&dir.join("run")), "--data", s(&dir.join("nope.jsonl"))]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("error: ") && stderr.contains("nope.jsonl"), "{stderr}");
+    let out = ovseg(&["train", "--out", s(&dir.join("run")), "--data", s(&dir), "--resume"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no checkpoint"), "{stderr}");
+    std::fs::remove_dir_all(&dir).ok();
+}

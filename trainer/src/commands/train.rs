@@ -1,0 +1,357 @@
+//! `ovseg train`: stage 1 or stage 2 of the paper's recipe on caption data, on one device, on
+//! several local devices (`--devices N`), resumable (`--resume`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use burn::prelude::Backend;
+use ovseg_model::import::{load_dino_vit, load_hf_bert_dir};
+use ovseg_model::record::{model_to_bytes, Precision};
+use ovseg_model::OvsegConfig;
+
+use crate::backend::DeviceKind;
+use ovseg_trainer::data::{DataConfig, EntityIndex, Loader, Source, Stage};
+use crate::eval::datasets::{Dataset, Layout};
+use crate::eval::run::{evaluate, EvalOptions};
+use crate::model_io::{load_model, load_tokenizer, read_config};
+use crate::train::config::TrainConfig;
+use crate::train::run::{train, RunOptions};
+use crate::train::source::LoaderSource;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Run folder: checkpoints/, metrics.jsonl, train.json and, at the end, model.mpk.
+    #[arg(long)]
+    out: PathBuf,
+    /// Training settings: `stage1`, `stage2` (the paper's) or a JSON file.
+    #[arg(long, default_value = "stage1")]
+    recipe: String,
+    /// Caption data: a meta-file (one `{"filename", "caption"}` a line; images beside it or in
+    /// --images), or webdataset .tar shards (files or a folder).
+    #[arg(long, required = true, num_args = 1..)]
+    data: Vec<PathBuf>,
+    /// Image folder of a meta-file (default: the meta-file's folder).
+    #[arg(long)]
+    images: Option<PathBuf>,
+    /// Entity index written by `ovseg index` (default: built now, and saved beside the meta-file).
+    #[arg(long)]
+    index: Option<PathBuf>,
+    /// Model shape for a fresh start: `paper`, `vits-minilm`, `tiny` or a JSON file.
+    #[arg(long, default_value = "paper")]
+    model: String,
+    /// Start from this ovseg model file (stage 2: the stage-1 result).
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// Text encoder weights: a HuggingFace BERT folder (config.json, model.safetensors).
+    #[arg(long)]
+    bert: Option<PathBuf>,
+    /// Image encoder weights: a DINO ViT checkpoint (.pth).
+    #[arg(long)]
+    dino: Option<PathBuf>,
+    /// tokenizer.json instead of the built-in uncased BERT one.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Devices trained in data parallel (GPUs 0..N with cuda; N replicas on the CPU).
+    #[arg(long, default_value_t = 1)]
+    devices: usize,
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    device: DeviceKind,
+    /// Overrides of the recipe.
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    accumulation: Option<usize>,
+    #[arg(long)]
+    max_steps: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long)]
+    workers: Option<usize>,
+    #[arg(long)]
+    checkpoint_every: Option<usize>,
+    /// Zero-shot evaluation during training: a VOC-layout folder scored every --eval-every steps.
+    #[arg(long)]
+    eval_voc: Option<PathBuf>,
+    #[arg(long, default_value_t = 1000)]
+    eval_every: usize,
+    /// Class names of --eval-voc (comma separated or a file, background first).
+    #[arg(long)]
+    eval_classes: Option<String>,
+    /// Several machines: how many take part (each runs this command with its --node-rank).
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
+    #[arg(long, default_value_t = 0)]
+    node_rank: usize,
+    /// Address of the `ovseg orchestrator` every machine joins, e.g. ws://10.0.0.1:9000.
+    #[arg(long)]
+    orchestrator: Option<String>,
+    /// This machine's address as the others reach it, e.g. ws://10.0.0.2:9001.
+    #[arg(long)]
+    node_address: Option<String>,
+    /// Port this machine serves tensors on (the port of --node-address).
+    #[arg(long, default_value_t = 9001)]
+    data_port: u16,
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn cluster(args: &Args) -> Result<Option<crate::train::run::Cluster>> {
+    if args.nodes <= 1 {
+        return Ok(None);
+    }
+    if args.node_rank >= args.nodes {
+        bail!("--node-rank {} but only {} nodes", args.node_rank, args.nodes);
+    }
+    let (Some(orchestrator), Some(node_address)) = (&args.orchestrator, &args.node_address) else {
+        bail!("--nodes {} needs --orchestrator and --node-address", args.nodes);
+    };
+    Ok(Some(crate::train::run::Cluster {
+        nodes: args.nodes,
+        node_rank: args.node_rank,
+        orchestrator: orchestrator.clone(),
+        node_address: node_address.clone(),
+        data_port: args.data_port,
+    }))
+}
+
+pub fn run(args: Args) -> Result<()> {
+    crate::on_device!(args.device, run_on(args))
+}
+
+fn recipe(args: &Args) -> Result<TrainConfig> {
+    let mut config = if args.recipe.ends_with(".json") || std::path::Path::new(&args.recipe).is_file() {
+        TrainConfig::read(std::path::Path::new(&args.recipe))?
+    } else {
+        TrainConfig::preset(&args.recipe)?
+    };
+    macro_rules! set {
+        ($($field:ident),*) => { $(if let Some(v) = args.$field { config.$field = v; })* };
+    }
+    set!(epochs, batch_size, accumulation, seed, workers, checkpoint_every);
+    if args.max_steps.is_some() {
+        config.max_steps = args.max_steps;
+    }
+    if let Some(root) = &args.eval_voc {
+        config.eval = Some(crate::train::config::EvalSpec {
+            dataset: "voc".into(),
+            root: root.clone(),
+            classes: args.eval_classes.clone(),
+            every: args.eval_every,
+            limit: None,
+        });
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+fn model_config(args: &Args) -> Result<OvsegConfig> {
+    let path = std::path::Path::new(&args.model);
+    if path.is_file() {
+        return read_config(path);
+    }
+    Ok(OvsegConfig::preset(&args.model)?)
+}
+
+fn run_on<B: Backend>(args: Args, device: B::Device) -> Result<()> {
+    let config = recipe(&args)?;
+    let tokenizer = Arc::new(load_tokenizer(args.tokenizer.as_deref())?);
+    let devices = devices::<B>(args.device, args.devices, device.clone())?;
+
+    // The starting model: ignored when resuming (the checkpoint has it).
+    let (initial, model_config) = if args.resume {
+        let stored = args.out.join("model.json");
+        let checkpoint_config = crate::train::checkpoint::Checkpoints::new(&args.out)
+            .latest()?
+            .map(|c| c.model_path());
+        let config = match checkpoint_config {
+            Some(model) => crate::model_io::load_model::<B>(&model, None, &device)?.1,
+            None if stored.is_file() => read_config(&stored)?,
+            None => bail!("--resume: no checkpoint in {}", args.out.join("checkpoints").display()),
+        };
+        (Vec::new(), config)
+    } else {
+        initial_model::<B>(&args, &config, &device)?
+    };
+
+    let source = data_source(&args, &config, devices.len() * args.nodes.max(1))?;
+    let options = RunOptions {
+        dir: args.out.clone(),
+        cluster: cluster(&args)?,
+        config: config.clone(),
+        model_config,
+        resume: args.resume,
+        show_progress: !args.quiet,
+    };
+    let mut eval_hook = config.eval.clone().map(|spec| {
+        let tokenizer = tokenizer.clone();
+        let device = device.clone();
+        move |model: &[u8], step: usize| -> Result<f64> {
+            let layout = Layout::parse(&spec.dataset)?;
+            let classes = match &spec.classes {
+                Some(c) => Some(crate::eval::datasets::read_class_list(c)?),
+                None => None,
+            };
+            let dataset = Dataset::open(layout, &spec.root, classes, None)?;
+            let (model, _) = ovseg_model::record::model_from_bytes::<B>(
+                model.to_vec(),
+                "the training model",
+                &device,
+            )?;
+            let options = EvalOptions {
+                template: ovseg_model::segmentation::TemplateSet::Simple,
+                limit: spec.limit,
+                save_pred: None,
+            };
+            let report = evaluate(
+                &model,
+                &tokenizer,
+                &dataset,
+                &options,
+                &indicatif::ProgressBar::hidden(),
+                &device,
+            )?;
+            tracing::info!(step, miou = report.miou, "zero-shot evaluation");
+            eprintln!("step {step}: mIoU {:.2} on {}", report.miou, spec.root.display());
+            Ok(report.miou)
+        }
+    });
+    let summary = train::<B>(
+        &options,
+        initial,
+        tokenizer,
+        &source,
+        devices,
+        eval_hook.as_mut().map(|h| h as &mut crate::train::run::EvalHook<'_>),
+    )?;
+    if let (Some(first), Some(last)) = (summary.first, summary.last) {
+        println!(
+            "trained {} steps: loss {:.4} -> {:.4}; model in {}",
+            summary.steps,
+            first.total,
+            last.total,
+            summary.final_model.display()
+        );
+    }
+    Ok(())
+}
+
+fn devices<B: Backend>(kind: DeviceKind, n: usize, first: B::Device) -> Result<Vec<B::Device>> {
+    if n == 0 {
+        bail!("--devices must be at least 1");
+    }
+    match kind {
+        DeviceKind::Cpu => Ok(vec![first; n]),
+        #[cfg(feature = "cuda")]
+        DeviceKind::Cuda => Ok((0..n)
+            .map(|i| crate::backend::cuda_device::<B>(i))
+            .collect()),
+        #[cfg(feature = "wgpu")]
+        DeviceKind::Wgpu => {
+            if n > 1 {
+                bail!("--devices > 1 needs --device cuda or cpu");
+            }
+            Ok(vec![first])
+        }
+    }
+}
+
+fn initial_model<B: Backend>(
+    args: &Args,
+    config: &TrainConfig,
+    device: &B::Device,
+) -> Result<(Vec<u8>, OvsegConfig)> {
+    let (mut model, mut model_config) = match &args.init {
+        Some(path) => {
+            let (model, config) = load_model::<B>(path, None, device)?;
+            if !model.has_training_heads() {
+                bail!(
+                    "{} is an inference-only export (no entity heads): start from a training checkpoint",
+                    path.display()
+                );
+            }
+            (model, config)
+        }
+        None => {
+            let c = model_config(args)?;
+            // The recipe's seed fixes the random initialisation too.
+            B::seed(device, config.seed);
+            (c.init::<B>(device), c)
+        }
+    };
+    if let Some(dir) = &args.bert {
+        let (text, encoder) = load_hf_bert_dir::<B>(dir, device)
+            .with_context(|| format!("--bert {}", dir.display()))?;
+        if text.hidden_size != model_config.text.hidden_size {
+            bail!(
+                "--bert {}: hidden size {} but the model's text encoder has {}",
+                dir.display(),
+                text.hidden_size,
+                model_config.text.hidden_size
+            );
+        }
+        model.text_encoder = encoder;
+        model_config.text = text;
+    }
+    if let Some(path) = &args.dino {
+        load_dino_vit(&mut model.img_encoder, &model_config.image.depths, path)?;
+    }
+    if config.image_size != model_config.image.img_size {
+        bail!(
+            "the recipe trains at {} pixels but the model's image encoder is built for {}",
+            config.image_size,
+            model_config.image.img_size
+        );
+    }
+    if config.stage_two() {
+        // Stage 2 starts with the momentum encoder equal to the stage-1 online encoder.
+        model.reset_momentum_encoder();
+    }
+    Ok((
+        model_to_bytes(model, &model_config, Precision::Full)?,
+        model_config,
+    ))
+}
+
+fn data_source(args: &Args, config: &TrainConfig, devices: usize) -> Result<LoaderSource> {
+    let stage = if config.stage_two() { Stage::Two } else { Stage::One };
+    let mut data_config = DataConfig::new(stage, config.global_batch(devices), config.seed);
+    data_config.image_size = config.image_size;
+    data_config.prefetch = config.prefetch.max(1);
+    if config.workers > 0 {
+        data_config.workers = config.workers;
+    }
+    let first = &args.data[0];
+    let shards = args.data.len() > 1
+        || first.is_dir()
+        || first.extension().is_some_and(|e| e == "tar");
+    let source = if shards {
+        Source::shards(&args.data)?
+    } else {
+        if !first.is_file() {
+            bail!("meta-file {} does not exist", first.display());
+        }
+        match &args.index {
+            Some(path) => Source::Meta {
+                meta: first.clone(),
+                images: images_folder(args, first),
+                index: EntityIndex::load(path)?,
+            },
+            None => Source::meta(first, &images_folder(args, first))?,
+        }
+    };
+    Ok(LoaderSource::new(Loader::new(source, data_config)?))
+}
+
+/// --images, else the meta-file's folder.
+fn images_folder(args: &Args, meta: &std::path::Path) -> PathBuf {
+    match &args.images {
+        Some(images) => images.clone(),
+        None => meta.parent().map(|p| p.to_path_buf()).unwrap_or_default(),
+    }
+}

@@ -1,0 +1,266 @@
+//! One device's share of training: its model replica, optimizer and the step itself (forward
+//! of the three losses, backward, gradient accumulation, all-reduce, clipping, AdamW, EMA).
+
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+use burn::backend::Autodiff;
+use burn::collective::{all_reduce, ReduceOperation};
+use burn::module::Module;
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::prelude::*;
+use burn::tensor::TensorPrimitive;
+use ovseg_model::losses::{CrossPair, GatherAll, LocalGather, LossOptions, TrainBatch};
+use ovseg_model::text::TextTokenizer;
+use ovseg_model::OvSegmentor;
+
+use super::collective::CollectiveGather;
+use super::optimizer::{AdamWSettings, Optimizer};
+
+/// The rows of the global batch one device trains on in one forward.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceBatch {
+    pub size: usize,
+    pub image_size: usize,
+    /// [size, 3, H, W], normalised.
+    pub images: Vec<f32>,
+    pub captions: Vec<String>,
+    pub questions: Vec<String>,
+    pub answers: Vec<String>,
+    /// Stage 2: partner images [size, 3, H, W] and "A photo of <entity>".
+    pub partner: Option<(Vec<f32>, Vec<String>)>,
+}
+
+impl DeviceBatch {
+    /// Rows `start..start + len`.
+    pub fn rows(&self, start: usize, len: usize) -> DeviceBatch {
+        let pixels = 3 * self.image_size * self.image_size;
+        let texts = |t: &[String]| t[start..start + len].to_vec();
+        DeviceBatch {
+            size: len,
+            image_size: self.image_size,
+            images: self.images[start * pixels..(start + len) * pixels].to_vec(),
+            captions: texts(&self.captions),
+            questions: texts(&self.questions),
+            answers: texts(&self.answers),
+            partner: self.partner.as_ref().map(|(images, entity)| {
+                (
+                    images[start * pixels..(start + len) * pixels].to_vec(),
+                    texts(entity),
+                )
+            }),
+        }
+    }
+}
+
+/// Loss values of one optimizer step, averaged over micro-batches and devices.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StepValues {
+    pub matching: f64,
+    pub entity: f64,
+    pub mask: Option<f64>,
+    pub total: f64,
+    pub grad_norm: f64,
+    /// The loss was NaN or infinite: no weight changed.
+    pub skipped: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ReplicaSettings {
+    pub adamw: AdamWSettings,
+    /// Stage 2: EMA factor of the momentum encoder after every optimizer step.
+    pub momentum: Option<f64>,
+    pub seed: u64,
+}
+
+pub struct Replica<B: Backend> {
+    model: Option<OvSegmentor<Autodiff<B>>>,
+    optimizer: Optimizer<Autodiff<B>>,
+    tokenizer: Arc<TextTokenizer>,
+    device: B::Device,
+    gather: Option<CollectiveGather>,
+    settings: ReplicaSettings,
+}
+
+impl<B: Backend> Replica<B> {
+    pub fn new(
+        model: OvSegmentor<Autodiff<B>>,
+        tokenizer: Arc<TextTokenizer>,
+        device: B::Device,
+        gather: Option<CollectiveGather>,
+        settings: ReplicaSettings,
+    ) -> Self {
+        let optimizer = Optimizer::new(&model, settings.adamw);
+        Self {
+            model: Some(model),
+            optimizer,
+            tokenizer,
+            device,
+            gather,
+            settings,
+        }
+    }
+
+    pub fn model(&self) -> &OvSegmentor<Autodiff<B>> {
+        self.model.as_ref().expect("the model is only taken inside a step")
+    }
+
+    pub fn optimizer_bytes(&self) -> Result<Vec<u8>> {
+        self.optimizer.to_bytes()
+    }
+
+    pub fn load_optimizer(&mut self, bytes: Vec<u8>) -> Result<()> {
+        let optimizer = Optimizer::new(self.model(), self.settings.adamw);
+        self.optimizer = optimizer.load_bytes(bytes, &self.device)?;
+        Ok(())
+    }
+
+    /// One optimizer step over `micro` (the gradient-accumulation micro-batches of this device).
+    pub fn step(&mut self, micro: &[DeviceBatch], lr: f64, step: usize) -> Result<StepValues> {
+        if micro.is_empty() {
+            bail!("a training step needs at least one batch");
+        }
+        let rank = self.gather.map(|g| g.rank).unwrap_or(0) as u64;
+        // Random draws (Gumbel noise, drop-path) depend on the step only, so a resumed run
+        // draws what the uninterrupted one would have.
+        Autodiff::<B>::seed(&self.device, self.settings.seed ^ (step as u64) << 8 ^ rank);
+        let model = self.model.take().expect("model present between steps");
+        let mut accumulator = GradientsAccumulator::<OvSegmentor<Autodiff<B>>>::new();
+        let mut sums = [0.0f64; 4];
+        let scale = 1.0 / micro.len() as f64;
+        for batch in micro {
+            let batch = self.tensors(batch)?;
+            let local = LocalGather;
+            let gather: &dyn GatherAll<Autodiff<B>> = match &self.gather {
+                Some(g) => g,
+                None => &local,
+            };
+            let losses = match model.losses(&batch, &LossOptions {
+                training: true,
+                gather,
+            }) {
+                Ok(l) => l,
+                Err(e) => {
+                    self.model = Some(model);
+                    return Err(e.into());
+                }
+            };
+            let mask = losses
+                .mask
+                .clone()
+                .unwrap_or_else(|| Tensor::zeros([1], &self.device));
+            let values = Tensor::cat(
+                vec![
+                    losses.matching.clone(),
+                    losses.entity.clone(),
+                    mask,
+                    losses.total.clone(),
+                ],
+                0,
+            )
+            .detach()
+            .inner();
+            let values = self.mean_over_devices(values);
+            let values: Vec<f32> = values.into_data().convert::<f32>().to_vec().unwrap_or_default();
+            if values.len() != 4 || values.iter().any(|v| !v.is_finite()) {
+                self.model = Some(model);
+                return Ok(StepValues {
+                    matching: values.first().copied().unwrap_or(f32::NAN) as f64,
+                    entity: values.get(1).copied().unwrap_or(f32::NAN) as f64,
+                    mask: losses.mask.as_ref().map(|_| values[2] as f64),
+                    total: values.get(3).copied().unwrap_or(f32::NAN) as f64,
+                    grad_norm: f64::NAN,
+                    skipped: true,
+                });
+            }
+            for (sum, v) in sums.iter_mut().zip(&values) {
+                *sum += *v as f64 * scale;
+            }
+            let grads = (losses.total * scale).backward();
+            accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
+        }
+        let mut grads = accumulator.grads();
+        if let Some(g) = &self.gather {
+            grads = grads
+                .all_reduce::<B>(g.peer, ReduceOperation::Mean)
+                .map_err(|e| anyhow::anyhow!("gradient all-reduce failed: {e:?}"))?;
+        }
+        let (mut model, norm) = self.optimizer.step(lr, model, grads);
+        if let Some(m) = self.settings.momentum {
+            model.update_momentum_encoder(m);
+        }
+        self.model = Some(model);
+        let grad_norm = norm.into_scalar().elem::<f64>();
+        Ok(StepValues {
+            matching: sums[0],
+            entity: sums[1],
+            mask: self.settings.momentum.map(|_| sums[2]),
+            total: sums[3],
+            grad_norm,
+            skipped: false,
+        })
+    }
+
+    fn mean_over_devices(&self, values: Tensor<B, 1>) -> Tensor<B, 1> {
+        match &self.gather {
+            None => values,
+            Some(g) => {
+                let reduced = all_reduce::<B>(
+                    g.peer,
+                    values.into_primitive().tensor(),
+                    ReduceOperation::Mean,
+                )
+                .unwrap_or_else(|e| panic!("all-reduce of the losses failed: {e:?}"));
+                Tensor::from_primitive(TensorPrimitive::Float(reduced))
+            }
+        }
+    }
+
+    fn tensors(&self, batch: &DeviceBatch) -> Result<TrainBatch<Autodiff<B>>> {
+        let device = &self.device;
+        let s = batch.image_size;
+        let images = |pixels: &[f32]| {
+            Tensor::<Autodiff<B>, 4>::from_data(
+                TensorData::new(pixels.to_vec(), [batch.size, 3, s, s]),
+                device,
+            )
+        };
+        // Only the CLS output of captions, answers and entity prompts is read, and padding is
+        // masked, so padding them to the longest text gives the same embeddings as padding to
+        // 77 at a fraction of the cost. Every token of the question enters the multimodal block
+        // (padding included, as in the reference), so the question keeps the full 77.
+        let text = |texts: &[String]| -> Result<_> {
+            Ok(self.tokenizer.encode_longest(texts)?.to_tensors::<Autodiff<B>>(device))
+        };
+        let question = self
+            .tokenizer
+            .encode_fixed(&batch.questions)?
+            .to_tensors::<Autodiff<B>>(device);
+        Ok(TrainBatch {
+            images: images(&batch.images),
+            caption: text(&batch.captions)?,
+            question,
+            answer: text(&batch.answers)?,
+            cross: match &batch.partner {
+                Some((pixels, entity)) => Some(CrossPair {
+                    images: images(pixels),
+                    entity: text(entity)?,
+                }),
+                None => None,
+            },
+        })
+    }
+}
+
+/// Freezes what the stage leaves untrained: the momentum encoder always (it moves by EMA), and
+/// in stage 2 the text encoder.
+pub fn freeze_for_stage<B: Backend>(
+    mut model: OvSegmentor<Autodiff<B>>,
+    stage_two: bool,
+) -> OvSegmentor<Autodiff<B>> {
+    model.img_encoder_momentum = model.img_encoder_momentum.map(|m| m.no_grad());
+    if stage_two {
+        model.text_encoder = model.text_encoder.no_grad();
+    }
+    model
+}

@@ -1,0 +1,555 @@
+//! The training loop: one thread per device, each owning a [`Replica`]; this thread reads the
+//! data, hands every device its rows, logs, checkpoints, evaluates and resumes.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use burn::backend::Autodiff;
+use burn::collective::{
+    finish_collective, register, reset_collective, CollectiveConfig, PeerId,
+};
+use burn::prelude::*;
+use indicatif::{ProgressBar, ProgressStyle};
+use ovseg_model::record::{model_from_bytes, model_to_bytes, Precision};
+use ovseg_model::text::TextTokenizer;
+use ovseg_model::OvsegConfig;
+use serde::Serialize;
+
+use super::checkpoint::{Checkpoints, DataPosition, RunState};
+use super::collective::CollectiveGather;
+use super::config::TrainConfig;
+use super::replica::{freeze_for_stage, DeviceBatch, Replica, ReplicaSettings, StepValues};
+use crate::model_io::write_atomically;
+
+/// Global batches (one optimizer step each) in a deterministic order, resumable at any batch.
+pub trait BatchSource {
+    /// Optimizer steps in one epoch; `None` for streams of unknown length.
+    fn steps_per_epoch(&self) -> Option<usize>;
+    fn epoch(
+        &self,
+        epoch: usize,
+        start: usize,
+    ) -> Box<dyn Iterator<Item = Result<DeviceBatch>> + '_>;
+    /// One line on what was skipped (corrupt images, invalid lines, ...), if anything.
+    fn skipped(&self) -> Option<String>;
+}
+
+/// Called with the model after a checkpoint when evaluation is due; returns mIoU (percent).
+pub type EvalHook<'a> = dyn FnMut(&[u8], usize) -> Result<f64> + 'a;
+
+/// This machine's place in a multi-machine run (burn-collective's global orchestrator).
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub nodes: usize,
+    pub node_rank: usize,
+    /// The orchestrator started with `ovseg orchestrator`, e.g. `ws://10.0.0.1:9000`.
+    pub orchestrator: String,
+    /// This node's address as the others reach it, e.g. `ws://10.0.0.2:9001`.
+    pub node_address: String,
+    /// Port of this node's tensor data service.
+    pub data_port: u16,
+}
+
+pub struct RunOptions {
+    pub dir: PathBuf,
+    /// `None`: one machine.
+    pub cluster: Option<Cluster>,
+    pub config: TrainConfig,
+    pub model_config: OvsegConfig,
+    pub resume: bool,
+    pub show_progress: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MetricsLine {
+    pub step: usize,
+    pub epoch: usize,
+    pub lr: f64,
+    pub matching: f64,
+    pub entity: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask: Option<f64>,
+    pub total: f64,
+    pub grad_norm: f64,
+    pub images_per_s: f64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub steps: usize,
+    pub first: Option<StepValues>,
+    pub last: Option<StepValues>,
+    pub final_model: PathBuf,
+}
+
+enum Command {
+    Step {
+        micro: Vec<DeviceBatch>,
+        lr: f64,
+        step: usize,
+    },
+    Snapshot,
+}
+
+enum Reply {
+    Step(Result<StepValues>),
+    Snapshot(Result<(Vec<u8>, Vec<u8>)>),
+}
+
+struct Worker {
+    commands: Sender<Command>,
+    replies: Receiver<Reply>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// Trains from `initial` (model file bytes; ignored when resuming) on `devices`.
+pub fn train<B: Backend>(
+    options: &RunOptions,
+    initial: Vec<u8>,
+    tokenizer: Arc<TextTokenizer>,
+    source: &dyn BatchSource,
+    devices: Vec<B::Device>,
+    eval: Option<&mut EvalHook<'_>>,
+) -> Result<RunSummary> {
+    let config = &options.config;
+    config.validate()?;
+    let local = devices.len().max(1);
+    let (nodes, node_rank) = options
+        .cluster
+        .as_ref()
+        .map_or((1, 0), |c| (c.nodes, c.node_rank));
+    let world = local * nodes;
+    let checkpoints = Checkpoints::new(&options.dir);
+    std::fs::create_dir_all(&options.dir)
+        .with_context(|| format!("cannot create run folder {}", options.dir.display()))?;
+
+    let resumed = if options.resume {
+        let Some(checkpoint) = checkpoints.latest()? else {
+            bail!(
+                "--resume: no checkpoint in {}",
+                options.dir.join("checkpoints").display()
+            );
+        };
+        if checkpoint.state.devices != world {
+            bail!(
+                "{} was written by a run on {} devices; resume it on as many (given {world})",
+                checkpoint.path.display(),
+                checkpoint.state.devices
+            );
+        }
+        let model = std::fs::read(checkpoint.model_path())
+            .with_context(|| format!("cannot read {}", checkpoint.model_path().display()))?;
+        Some((checkpoint.state.clone(), model, checkpoint.optimizer_bytes()?))
+    } else {
+        None
+    };
+    let (mut state, model_bytes, optimizer_bytes) = match resumed {
+        Some((state, model, optimizer)) => (state, model, Some(optimizer)),
+        None => (
+            RunState {
+                step: 0,
+                position: DataPosition::default(),
+                devices: world,
+                seed: config.seed,
+                best_miou: None,
+                config: config.clone(),
+            },
+            initial,
+            None,
+        ),
+    };
+    let metrics_path = options.dir.join("metrics.jsonl");
+    truncate_metrics(&metrics_path, state.step)?;
+    write_atomically(
+        &options.dir.join("train.json"),
+        serde_json::to_string_pretty(config)?.as_bytes(),
+    )?;
+
+    let steps_per_epoch = match (source.steps_per_epoch(), config.max_steps) {
+        (Some(0), _) => bail!(
+            "the data holds fewer samples than one global batch ({})",
+            config.global_batch(world)
+        ),
+        (Some(n), _) => n,
+        (None, Some(max)) => max.div_ceil(config.epochs),
+        (None, None) => bail!("a stream of unknown length needs max_steps in the config"),
+    };
+    let schedule = config.schedule(steps_per_epoch, world);
+    let total_steps = schedule.total_steps;
+
+    let settings = ReplicaSettings {
+        adamw: config.adamw(),
+        momentum: config.stage_two().then_some(config.momentum),
+        seed: state.seed,
+    };
+    let model_bytes = Arc::new(model_bytes);
+    let optimizer_bytes = Arc::new(optimizer_bytes);
+    if world > 1 {
+        reset_collective::<B>();
+    }
+    let group = Group {
+        local,
+        node_rank,
+        world,
+        cluster: options.cluster.clone(),
+    };
+    let started: Vec<(Worker, Receiver<Result<()>>)> = devices
+        .into_iter()
+        .enumerate()
+        .map(|(rank, device)| {
+            spawn_worker::<B>(
+                rank,
+                group.clone(),
+                device,
+                model_bytes.clone(),
+                optimizer_bytes.clone(),
+                tokenizer.clone(),
+                settings,
+                config.stage_two(),
+                options.model_config.clone(),
+            )
+        })
+        .collect::<Result<_>>()?;
+    // Every device registers with the group before any can go on, so wait for all of them.
+    let mut workers = Vec::with_capacity(local);
+    for (rank, (worker, ready)) in started.into_iter().enumerate() {
+        ready
+            .recv()
+            .map_err(|_| anyhow!("device {rank} failed to start"))??;
+        workers.push(worker);
+    }
+
+    let bar = if options.show_progress {
+        ProgressBar::new(total_steps as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed} < {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_position(state.step as u64);
+
+    let mut metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&metrics_path)
+        .with_context(|| format!("cannot open {}", metrics_path.display()))?;
+    let mut eval = eval;
+    let mut first = None;
+    let mut last = None;
+    let mut bad_steps = 0usize;
+    let batch_images = config.global_batch(world) as f64;
+
+    let save = |state: &RunState, workers: &[Worker]| -> Result<Vec<u8>> {
+        let (model, optimizer) = snapshot(&workers[0])?;
+        checkpoints.save(state, &model, &optimizer, config.keep_last)?;
+        Ok(model)
+    };
+
+    'epochs: for epoch in state.position.epoch..config.epochs {
+        bar.set_prefix(format!("stage {} epoch {}/{}", config.stage, epoch + 1, config.epochs));
+        let start = if epoch == state.position.epoch {
+            state.position.batch
+        } else {
+            0
+        };
+        for (index, batch) in source.epoch(epoch, start).enumerate() {
+            if state.step >= total_steps {
+                break 'epochs;
+            }
+            let batch = batch?;
+            let began = Instant::now();
+            let lr = schedule.lr(state.step);
+            let micro = split(&batch, world, config.accumulation)?
+                .into_iter()
+                .skip(node_rank * local)
+                .take(local);
+            for (worker, micro) in workers.iter().zip(micro) {
+                worker
+                    .commands
+                    .send(Command::Step {
+                        micro,
+                        lr,
+                        step: state.step,
+                    })
+                    .map_err(|_| anyhow!("a training device stopped"))?;
+            }
+            let mut values = None;
+            for worker in &workers {
+                match worker.replies.recv() {
+                    Ok(Reply::Step(v)) => values = Some(v?),
+                    _ => bail!("a training device stopped unexpectedly"),
+                }
+            }
+            let values = values.expect("at least one device");
+            state.step += 1;
+            state.position = DataPosition {
+                epoch,
+                batch: start + index + 1,
+            };
+            let line = MetricsLine {
+                step: state.step,
+                epoch,
+                lr,
+                matching: values.matching,
+                entity: values.entity,
+                mask: values.mask,
+                total: values.total,
+                grad_norm: values.grad_norm,
+                images_per_s: batch_images / began.elapsed().as_secs_f64(),
+                skipped: values.skipped,
+            };
+            writeln!(metrics, "{}", serde_json::to_string(&line)?)
+                .and_then(|_| metrics.flush())
+                .with_context(|| format!("cannot append to {}", metrics_path.display()))?;
+            if values.skipped {
+                bad_steps += 1;
+                bar.suspend(|| {
+                    tracing::warn!(step = state.step, "loss is {} : step skipped, weights unchanged", values.total);
+                    eprintln!(
+                        "warning: step {}: the loss is not finite ({}); this step changed no weight",
+                        state.step, values.total
+                    )
+                });
+                if bad_steps >= 5 {
+                    bail!(
+                        "5 steps in a row had a non-finite loss (last {}): lower the learning rate \
+                         or check the data; the last good checkpoint is in {}",
+                        values.total,
+                        options.dir.join("checkpoints").display()
+                    );
+                }
+            } else {
+                bad_steps = 0;
+                first.get_or_insert(values);
+                last = Some(values);
+            }
+            bar.set_message(progress_message(&line));
+            bar.set_position(state.step as u64);
+
+            let eval_due = config
+                .eval
+                .as_ref()
+                .is_some_and(|e| state.step % e.every.max(1) == 0);
+            if state.step % config.checkpoint_every == 0 || eval_due {
+                let model = save(&state, &workers)?;
+                if let (true, Some(hook)) = (eval_due, eval.as_mut()) {
+                    let miou = bar.suspend(|| hook(&model, state.step))?;
+                    if state.best_miou.is_none_or(|best| miou > best) {
+                        state.best_miou = Some(miou);
+                        write_atomically(&options.dir.join("best.mpk"), &model)?;
+                        save(&state, &workers)?;
+                    }
+                }
+            }
+        }
+        if state.step >= total_steps {
+            break;
+        }
+        state.position = DataPosition {
+            epoch: epoch + 1,
+            batch: 0,
+        };
+        save(&state, &workers)?;
+    }
+    let model = save(&state, &workers)?;
+    let final_model = options.dir.join("model.mpk");
+    write_atomically(&final_model, &model)?;
+    write_atomically(
+        &options.dir.join("model.json"),
+        options.model_config.to_json().as_bytes(),
+    )?;
+    bar.finish_and_clear();
+    if let Some(skipped) = source.skipped() {
+        eprintln!("data: {skipped}");
+    }
+    for worker in workers {
+        drop(worker.commands);
+        worker
+            .thread
+            .join()
+            .map_err(|_| anyhow!("a training device panicked"))?;
+    }
+    Ok(RunSummary {
+        steps: state.step,
+        first,
+        last,
+        final_model,
+    })
+}
+
+fn progress_message(line: &MetricsLine) -> String {
+    let mask = line
+        .mask
+        .map(|m| format!(" mask {m:.3}"))
+        .unwrap_or_default();
+    format!(
+        "loss {:.3} (match {:.3} entity {:.3}{mask}) lr {:.2e} {:.1} img/s",
+        line.total, line.matching, line.entity, line.lr, line.images_per_s
+    )
+}
+
+/// Rows of the global batch for micro-step `a` of device `r`: `(a * world + r) * b ..`.
+fn split(batch: &DeviceBatch, world: usize, accumulation: usize) -> Result<Vec<Vec<DeviceBatch>>> {
+    let parts = world * accumulation;
+    if batch.size % parts != 0 || batch.size == 0 {
+        bail!(
+            "a global batch of {} samples cannot be split over {world} devices x {accumulation} accumulation steps",
+            batch.size
+        );
+    }
+    let b = batch.size / parts;
+    Ok((0..world)
+        .map(|r| {
+            (0..accumulation)
+                .map(|a| batch.rows((a * world + r) * b, b))
+                .collect()
+        })
+        .collect())
+}
+
+fn snapshot(worker: &Worker) -> Result<(Vec<u8>, Vec<u8>)> {
+    worker
+        .commands
+        .send(Command::Snapshot)
+        .map_err(|_| anyhow!("the first training device stopped"))?;
+    match worker.replies.recv() {
+        Ok(Reply::Snapshot(result)) => result,
+        _ => bail!("the first training device stopped unexpectedly"),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+/// How the devices of this run are grouped.
+#[derive(Debug, Clone)]
+struct Group {
+    local: usize,
+    node_rank: usize,
+    world: usize,
+    cluster: Option<Cluster>,
+}
+
+impl Group {
+    fn config(&self) -> Result<CollectiveConfig> {
+        let config = CollectiveConfig::default().with_num_devices(self.local);
+        let Some(cluster) = &self.cluster else {
+            return Ok(config);
+        };
+        let address = |a: &str| {
+            a.parse()
+                .map_err(|e| anyhow!("invalid address {a:?}: {e}"))
+        };
+        Ok(config
+            .with_num_nodes(cluster.nodes as u32)
+            .with_global_address(address(&cluster.orchestrator)?)
+            .with_node_address(address(&cluster.node_address)?)
+            .with_data_service_port(cluster.data_port))
+    }
+}
+
+fn spawn_worker<B: Backend>(
+    local_rank: usize,
+    group: Group,
+    device: B::Device,
+    model: Arc<Vec<u8>>,
+    optimizer: Arc<Option<Vec<u8>>>,
+    tokenizer: Arc<TextTokenizer>,
+    settings: ReplicaSettings,
+    stage_two: bool,
+    model_config: OvsegConfig,
+) -> Result<(Worker, Receiver<Result<()>>)> {
+    let (commands, inbox) = channel::<Command>();
+    let (outbox, replies) = channel::<Reply>();
+    let (ready_tx, ready_rx) = channel::<Result<()>>();
+    let thread = std::thread::Builder::new()
+        .name(format!("ovseg-device-{local_rank}"))
+        .spawn(move || {
+            let rank = group.node_rank * group.local + local_rank;
+            let gather = (group.world > 1).then(|| CollectiveGather {
+                peer: PeerId(rank as u32),
+                rank,
+                world: group.world,
+            });
+            let setup = || -> Result<Replica<B>> {
+                if let Some(g) = &gather {
+                    register::<B>(g.peer, device.clone(), group.config()?)
+                        .map_err(|e| anyhow!("cannot join the device group: {e:?}"))?;
+                }
+                // Each replica reads its own copy: separate autodiff graphs, same parameter ids.
+                let (model, _) =
+                    model_from_bytes::<Autodiff<B>>(model.as_ref().clone(), "the model", &device)?;
+                let model = freeze_for_stage(model, stage_two);
+                let mut replica = Replica::new(model, tokenizer, device.clone(), gather, settings);
+                if let Some(bytes) = optimizer.as_ref() {
+                    replica.load_optimizer(bytes.clone())?;
+                }
+                Ok(replica)
+            };
+            let mut replica = match setup() {
+                Ok(r) => {
+                    ready_tx.send(Ok(())).ok();
+                    r
+                }
+                Err(e) => {
+                    ready_tx.send(Err(e)).ok();
+                    return;
+                }
+            };
+            while let Ok(command) = inbox.recv() {
+                let reply = match command {
+                    Command::Step { micro, lr, step } => Reply::Step(replica.step(&micro, lr, step)),
+                    Command::Snapshot => Reply::Snapshot((|| {
+                        let model = model_to_bytes(
+                            replica.model().clone(),
+                            &model_config,
+                            Precision::Full,
+                        )?;
+                        Ok((model, replica.optimizer_bytes()?))
+                    })()),
+                };
+                if outbox.send(reply).is_err() {
+                    break;
+                }
+            }
+            if let Some(g) = gather {
+                finish_collective::<B>(g.peer).ok();
+            }
+        })
+        .context("cannot start a device thread")?;
+    Ok((
+        Worker {
+            commands,
+            replies,
+            thread,
+        },
+        ready_rx,
+    ))
+}
+
+/// A resumed run rewrites the steps after its checkpoint: drop their old lines.
+fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s as usize <= step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    write_atomically(path, kept.as_bytes())
+}
