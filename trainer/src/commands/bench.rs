@@ -18,6 +18,47 @@ pub struct Args {
     /// Timed runs per measurement (the median is reported), after one warm-up run.
     #[arg(long, default_value_t = 5)]
     repeats: usize,
+    /// Time training instead: one optimizer step of stage 1 and of stage 2 (images/s and peak
+    /// memory) for the first --preset (default here: tiny) at --train-batch.
+    #[arg(long)]
+    train: bool,
+    #[arg(long, default_value_t = 8)]
+    train_batch: usize,
+    /// Device of the training benchmark (cuda with a `--features cuda` build).
+    #[arg(long, value_enum, default_value_t = crate::backend::DeviceKind::Cpu)]
+    device: crate::backend::DeviceKind,
+}
+
+fn run_train(args: &Args) -> Result<()> {
+    let explicit = std::env::args().any(|a| a == "--preset");
+    let preset = if explicit { args.preset[0].as_str() } else { "tiny" };
+    let config = OvsegConfig::preset(preset)?;
+    println!("| preset | device | stage | batch | training images/s | peak memory (MB) |");
+    println!("|---|---|---|---|---|---|");
+    for stage_two in [false, true] {
+        let (rate, peak) = crate::on_device!(
+            args.device,
+            measure_train(&config, args.train_batch, stage_two, args.repeats)
+        )?;
+        println!(
+            "| {preset} | {:?} | {} | {} | {rate:.2} | {} |",
+            args.device,
+            if stage_two { 2 } else { 1 },
+            args.train_batch,
+            peak.map_or("n/a".into(), |p| format!("{p:.0}"))
+        );
+    }
+    Ok(())
+}
+
+fn measure_train<B: Backend>(
+    config: &OvsegConfig,
+    batch: usize,
+    stage_two: bool,
+    repeats: usize,
+    device: B::Device,
+) -> Result<(f64, Option<f64>)> {
+    super::train_bench::measure::<B>(config, batch, stage_two, repeats, device)
 }
 
 /// The 20 PASCAL VOC classes: encoding them is what every segmentation starts with.
@@ -91,6 +132,9 @@ fn measure<B: Backend>(config: &OvsegConfig, repeats: usize) -> Result<(f64, f64
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if args.train {
+        return run_train(&args);
+    }
     println!("| preset | backend | 448x448 window, image encoder (s) | 20 class prompts, text side (s) | 500x375 picture, segmentation (images/s) |");
     println!("|---|---|---|---|---|");
     for preset in &args.preset {
