@@ -7,6 +7,7 @@ mod eval;
 mod image_io;
 mod model_io;
 mod overlay;
+mod synth;
 
 use clap::{Parser, Subcommand};
 
@@ -31,6 +32,8 @@ enum Command {
     Index(commands::index::Args),
     /// Zero-shot mIoU on a segmentation benchmark, or ImageNet top-1/top-5.
     Eval(commands::eval::Args),
+    /// Generate a synthetic world: image-caption pairs and a held-out split with ground truth.
+    Synth(commands::synth::Args),
     /// Time the image and text encoders on the CPU backends (random weights).
     Bench(commands::bench::Args),
 }
@@ -50,6 +53,7 @@ fn main() {
         Command::Index(args) => commands::index::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Bench(args) => commands::bench::run(args),
+        Command::Synth(args) => commands::synth::run(args),
     };
     if let Err(error) = result {
         // One line: the chain of causes, most general first.

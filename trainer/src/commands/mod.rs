@@ -3,6 +3,7 @@ pub mod convert;
 pub mod eval;
 pub mod index;
 pub mod segment;
+pub mod synth;
 
 use std::path::PathBuf;
 
