@@ -116,9 +116,10 @@ fn generate(
 fn meta_file(path: &Path, made: &[Made], folder: &str) -> Result<()> {
     let mut text = String::new();
     for m in made {
-        let line = json!({"filename": format!("{folder}/{}.jpg", m.id), "caption": m.caption});
-        text.push_str(&line.to_string());
-        text.push('\n');
+        // Written by hand to keep the seed's key order (filename first).
+        let filename = Value::from(format!("{folder}/{}.jpg", m.id));
+        let caption = Value::from(m.caption.as_str());
+        text.push_str(&format!("{{\"filename\": {filename}, \"caption\": {caption}}}\n"));
     }
     write(path, text.as_bytes())
 }

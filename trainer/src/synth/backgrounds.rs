@@ -108,9 +108,16 @@ impl Backdrop {
         }
     }
 
-    /// The surfaces a caption may mention.
-    pub fn surfaces(&self) -> Vec<Surface> {
-        std::iter::once(self.upper).chain(self.lower).collect()
+    /// The surface at picture point (x, y), both 0..1.
+    pub fn surface_at(&self, x: f32, y: f32) -> Surface {
+        match self.lower {
+            Some(lower) if y >= self.horizon_at(x) => lower,
+            _ => self.upper,
+        }
+    }
+
+    fn horizon_at(&self, x: f32) -> f32 {
+        self.horizon + self.wave * (x * 9.0 + self.seed as f32).sin()
     }
 
     /// Paints the whole picture (RGB, f32 0..255, row-major).
@@ -119,7 +126,7 @@ impl Backdrop {
         for y in 0..size {
             for x in 0..size {
                 let (fx, fy) = ((x as f32 + 0.5) / s, (y as f32 + 0.5) / s);
-                let horizon = self.horizon + self.wave * (fx * 9.0 + self.seed as f32).sin();
+                let horizon = self.horizon_at(fx);
                 rgb[y * size + x] = match self.lower {
                     Some(lower) if fy >= horizon => {
                         surface_colour(lower, fx, (fy - horizon) / (1.0 - horizon), fy, self.seed)

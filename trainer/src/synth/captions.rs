@@ -111,9 +111,12 @@ pub fn caption(rng: &mut impl Rng, scene: &Scene) -> String {
     }
     groups.shuffle(rng);
     let phrases: Vec<String> = groups.iter().map(|g| noun_phrase(rng, g)).collect();
-    let surfaces = scene.backdrop.surfaces();
+    // The place is what the first-named object stands on or in front of (kites in the sky,
+    // boats on the water, when the picture has them there).
     let place = if rng.random_bool(0.7) {
-        let surface = *surfaces.choose(rng).expect("a surface");
+        let first = groups[0].objects[0];
+        let base = (first.cy + first.scale * 0.6) / scene.size as f32;
+        let surface = scene.backdrop.surface_at(first.cx / scene.size as f32, base.min(1.0));
         format!(" {}", surface.phrases().choose(rng).expect("phrases"))
     } else {
         String::new()
