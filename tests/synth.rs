@@ -274,7 +274,10 @@ fn bad_parameters_end_with_a_one_line_error() {
         let out = ovseg(&full);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{full:?} should fail");
-        assert!(stderr.starts_with("error: --"), "{full:?}: {stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains("--"),
+            "{full:?}: {stderr}"
+        );
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     }
 }
