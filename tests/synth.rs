@@ -59,7 +59,12 @@ fn lines(path: &Path) -> Vec<String> {
 
 fn assert_jpeg(path: &Path) {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(&bytes[..2], &[0xff, 0xd8], "{} is not a JPEG", path.display());
+    assert_eq!(
+        &bytes[..2],
+        &[0xff, 0xd8],
+        "{} is not a JPEG",
+        path.display()
+    );
     let picture = image::load_from_memory_with_format(&bytes, image::ImageFormat::Jpeg)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert_eq!((picture.width(), picture.height()), (SIZE, SIZE));
@@ -71,7 +76,12 @@ fn label_values(path: &Path) -> Vec<u8> {
     let mut reader = decoder.read_info().unwrap();
     let mut buf = vec![0; reader.output_buffer_size().unwrap()];
     let info = reader.next_frame(&mut buf).unwrap();
-    assert_eq!(info.color_type, png::ColorType::Indexed, "{}", path.display());
+    assert_eq!(
+        info.color_type,
+        png::ColorType::Indexed,
+        "{}",
+        path.display()
+    );
     assert_eq!(info.bit_depth, png::BitDepth::Eight);
     assert_eq!((info.width, info.height), (SIZE, SIZE));
     buf.truncate((SIZE * SIZE) as usize);
@@ -100,7 +110,10 @@ fn world_pictures_captions_and_ground_truth_agree() {
     let dir = scratch("synth-world");
     let out = dir.join("world");
     let said = synth(&out, "11", "40", "16");
-    assert!(said.contains("wrote 40 train pairs and 16 val pictures"), "{said}");
+    assert!(
+        said.contains("wrote 40 train pairs and 16 val pictures"),
+        "{said}"
+    );
     let vocab = EntityVocab::default();
 
     let val = out.join("val");
@@ -108,7 +121,10 @@ fn world_pictures_captions_and_ground_truth_agree() {
     let caption_classes = lines(&val.join("classes-caption.txt"));
     assert_eq!(classes.len(), 11);
     assert_eq!(caption_classes.len(), 11);
-    assert_eq!((classes[0].as_str(), caption_classes[0].as_str()), ("background", "background"));
+    assert_eq!(
+        (classes[0].as_str(), caption_classes[0].as_str()),
+        ("background", "background")
+    );
     // Caption classes are entity classes; several evaluation names are words outside the
     // caption vocabulary.
     for name in &caption_classes[1..] {
@@ -128,7 +144,10 @@ fn world_pictures_captions_and_ground_truth_agree() {
         let found = entities(&vocab, caption);
         assert!(!found.is_empty(), "caption without an entity: {caption}");
         for e in &found {
-            assert!(caption_classes.contains(e), "{e} is not a synth class: {caption}");
+            assert!(
+                caption_classes.contains(e),
+                "{e} is not a synth class: {caption}"
+            );
         }
         seen.extend(found);
     }
@@ -168,7 +187,10 @@ fn world_pictures_captions_and_ground_truth_agree() {
         serde_json::from_str(&std::fs::read_to_string(out.join("examples/examples.json")).unwrap())
             .unwrap();
     assert_eq!(examples.as_array().unwrap().len(), 2);
-    assert_jpeg(&out.join("examples").join(examples[0]["file"].as_str().unwrap()));
+    assert_jpeg(
+        &out.join("examples")
+            .join(examples[0]["file"].as_str().unwrap()),
+    );
     assert!(out.join("README.txt").is_file());
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("synth.json")).unwrap()).unwrap();
@@ -255,7 +277,10 @@ fn eval_reads_the_split_like_a_benchmark() {
         assert!((0.0..=100.0).contains(&miou), "{report}");
         let per_class = report["per_class"].as_object().expect("per_class");
         for name in lines(&val.join(list)) {
-            assert!(per_class.contains_key(&name), "{name} missing from {report}");
+            assert!(
+                per_class.contains_key(&name),
+                "{name} missing from {report}"
+            );
         }
     }
 }

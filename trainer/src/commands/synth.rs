@@ -63,7 +63,10 @@ fn is_complete(out: &Path, params: &Value, args: &Args) -> bool {
     }
     let val = out.join("val");
     let last = |dir: &Path, split: Split, n: usize, ext: &str| {
-        n == 0 || dir.join(format!("{}_{:06}.{ext}", split.name(), n - 1)).is_file()
+        n == 0
+            || dir
+                .join(format!("{}_{:06}.{ext}", split.name(), n - 1))
+                .is_file()
     };
     count_lines(&out.join("train/meta.jsonl")) == Some(args.train)
         && count_lines(&val.join("ImageSets/Segmentation/val.txt")) == Some(args.val)
@@ -119,7 +122,9 @@ fn meta_file(path: &Path, made: &[Made], folder: &str) -> Result<()> {
         // Written by hand to keep the seed's key order (filename first).
         let filename = Value::from(format!("{folder}/{}.jpg", m.id));
         let caption = Value::from(m.caption.as_str());
-        text.push_str(&format!("{{\"filename\": {filename}, \"caption\": {caption}}}\n"));
+        text.push_str(&format!(
+            "{{\"filename\": {filename}, \"caption\": {caption}}}\n"
+        ));
     }
     write(path, text.as_bytes())
 }

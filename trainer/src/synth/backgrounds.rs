@@ -24,7 +24,12 @@ impl Surface {
         match self {
             Surface::Sky => &["against the blue sky", "under a blue sky", "in the sky"],
             Surface::Sunset => &["at sunset", "under an evening sky"],
-            Surface::Grass => &["on the grass", "on a lawn", "in a grassy field", "on green grass"],
+            Surface::Grass => &[
+                "on the grass",
+                "on a lawn",
+                "in a grassy field",
+                "on green grass",
+            ],
             Surface::Water => &["on the water", "by the lake", "on the sea"],
             Surface::Sand => &["on the beach", "on the sand", "on a sandy beach"],
             Surface::Snow => &["in the snow", "on snowy ground"],
@@ -162,7 +167,9 @@ pub fn noise(x: f32, y: f32, seed: u32) -> f32 {
 
 /// Three octaves of value noise, in [0, 1).
 pub fn fbm(x: f32, y: f32, seed: u32) -> f32 {
-    (noise(x, y, seed) * 4.0 + noise(x * 2.0, y * 2.0, seed ^ 1) * 2.0 + noise(x * 4.0, y * 4.0, seed ^ 2))
+    (noise(x, y, seed) * 4.0
+        + noise(x * 2.0, y * 2.0, seed ^ 1) * 2.0
+        + noise(x * 4.0, y * 4.0, seed ^ 2))
         / 7.0
 }
 
@@ -183,7 +190,11 @@ fn scale(c: [f32; 3], k: f32) -> [f32; 3] {
 fn surface_colour(surface: Surface, x: f32, t: f32, y: f32, seed: u32) -> [f32; 3] {
     match surface {
         Surface::Sky => {
-            let base = mix([70.0, 125.0, 210.0], [175.0, 210.0, 240.0], t.clamp(0.0, 1.0));
+            let base = mix(
+                [70.0, 125.0, 210.0],
+                [175.0, 210.0, 240.0],
+                t.clamp(0.0, 1.0),
+            );
             let cloud = ((fbm(x * 4.0, y * 9.0, seed) - 0.55) * 5.0).clamp(0.0, 1.0);
             mix(base, [245.0, 245.0, 250.0], cloud)
         }
@@ -206,7 +217,11 @@ fn surface_colour(surface: Surface, x: f32, t: f32, y: f32, seed: u32) -> [f32; 
         Surface::Water => {
             let ripple = ((y * (60.0 + 60.0 * t)) + fbm(x * 5.0, y * 5.0, seed) * 8.0).sin();
             let base = mix([30.0, 80.0, 150.0], [50.0, 120.0, 180.0], t.clamp(0.0, 1.0));
-            mix(base, [190.0, 215.0, 235.0], ((ripple - 0.7) * 2.0).clamp(0.0, 0.6))
+            mix(
+                base,
+                [190.0, 215.0, 235.0],
+                ((ripple - 0.7) * 2.0).clamp(0.0, 0.6),
+            )
         }
         Surface::Sand => {
             let dune = 0.9 + 0.1 * (x * 12.0 + fbm(x * 3.0, y * 3.0, seed) * 6.0).sin();
@@ -226,12 +241,13 @@ fn surface_colour(surface: Surface, x: f32, t: f32, y: f32, seed: u32) -> [f32; 
                 [195.0, 190.0, 180.0]
             } else {
                 let k = 0.8 + 0.35 * hash(bx.floor() as i32, row as i32, seed);
-                scale([165.0, 70.0, 50.0], k * (0.9 + 0.15 * noise(x * 80.0, y * 80.0, seed)))
+                scale(
+                    [165.0, 70.0, 50.0],
+                    k * (0.9 + 0.15 * noise(x * 80.0, y * 80.0, seed)),
+                )
             }
         }
-        Surface::PaintedWall(paint) => {
-            scale(paint, 0.9 + 0.12 * fbm(x * 3.0, y * 3.0, seed))
-        }
+        Surface::PaintedWall(paint) => scale(paint, 0.9 + 0.12 * fbm(x * 3.0, y * 3.0, seed)),
         Surface::WoodFloor => {
             let ph = 0.05 + 0.05 * t;
             let plank = (y / ph).floor();

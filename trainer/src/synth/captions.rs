@@ -116,7 +116,9 @@ pub fn caption(rng: &mut impl Rng, scene: &Scene) -> String {
     let place = if rng.random_bool(0.7) {
         let first = groups[0].objects[0];
         let base = (first.cy + first.scale * 0.6) / scene.size as f32;
-        let surface = scene.backdrop.surface_at(first.cx / scene.size as f32, base.min(1.0));
+        let surface = scene
+            .backdrop
+            .surface_at(first.cx / scene.size as f32, base.min(1.0));
         format!(" {}", surface.phrases().choose(rng).expect("phrases"))
     } else {
         String::new()
@@ -157,7 +159,10 @@ pub fn caption(rng: &mut impl Rng, scene: &Scene) -> String {
                 0 if singles => {
                     let rel = relation(rng, scene, groups[0].objects[0], groups[1].objects[0]);
                     let rest = join_list(&phrases[2..]);
-                    format!("{} {rel} {}{place}, with {rest} nearby", phrases[0], phrases[1])
+                    format!(
+                        "{} {rel} {}{place}, with {rest} nearby",
+                        phrases[0], phrases[1]
+                    )
                 }
                 0 | 1 => format!("a scene with {list}{place}"),
                 2 => format!("a photo of {list}{place}"),

@@ -109,7 +109,12 @@ pub fn voc_palette() -> Vec<u8> {
 pub fn encode_jpeg(rgb: &[u8], size: usize, quality: u8) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, quality)
-        .encode(rgb, size as u32, size as u32, image::ExtendedColorType::Rgb8)
+        .encode(
+            rgb,
+            size as u32,
+            size as u32,
+            image::ExtendedColorType::Rgb8,
+        )
         .context("cannot encode JPEG")?;
     Ok(bytes)
 }
@@ -141,11 +146,16 @@ mod tests {
             let s = sample(7, Split::Train, index, 96);
             let mut found = vocab.extract(&s.caption).classes;
             found.sort();
-            let mut expected: Vec<String> = s.kinds.iter().map(|k| k.entity().to_string()).collect();
+            let mut expected: Vec<String> =
+                s.kinds.iter().map(|k| k.entity().to_string()).collect();
             expected.sort();
             assert_eq!(found, expected, "caption {:?}", s.caption);
             for kind in &s.kinds {
-                assert!(s.labels.contains(&kind.label()), "{kind:?} not visible in {}", s.id);
+                assert!(
+                    s.labels.contains(&kind.label()),
+                    "{kind:?} not visible in {}",
+                    s.id
+                );
             }
         }
     }

@@ -242,7 +242,9 @@ pub fn part_at(kind: Kind, p: [f32; 4], u: f32, v: f32) -> Option<Part> {
             Some(Part::Main)
         }
         Kind::Umbrella => {
-            if segment(u, v, (0.0, -0.05), (0.0, 0.75), 0.04) || rect(u, v, -0.03, -0.82, 0.03, -0.68) {
+            if segment(u, v, (0.0, -0.05), (0.0, 0.75), 0.04)
+                || rect(u, v, -0.03, -0.82, 0.03, -0.68)
+            {
                 return Some(Part::Dark);
             }
             let (r_in, r_out) = (0.11, 0.19);
@@ -274,8 +276,20 @@ pub fn part_at(kind: Kind, p: [f32; 4], u: f32, v: f32) -> Option<Part> {
             let hour = p[0] * 2.0 * PI;
             let minute = p[1] * 2.0 * PI;
             if r2 < 0.07 * 0.07
-                || segment(u, v, (0.0, 0.0), (0.45 * hour.sin(), -0.45 * hour.cos()), 0.06)
-                || segment(u, v, (0.0, 0.0), (0.7 * minute.sin(), -0.7 * minute.cos()), 0.035)
+                || segment(
+                    u,
+                    v,
+                    (0.0, 0.0),
+                    (0.45 * hour.sin(), -0.45 * hour.cos()),
+                    0.06,
+                )
+                || segment(
+                    u,
+                    v,
+                    (0.0, 0.0),
+                    (0.7 * minute.sin(), -0.7 * minute.cos()),
+                    0.035,
+                )
             {
                 return Some(Part::Dark);
             }
@@ -295,7 +309,11 @@ pub fn part_at(kind: Kind, p: [f32; 4], u: f32, v: f32) -> Option<Part> {
             if ellipse(u, v, -0.05, -0.72, 0.56, 0.1, 0.0) {
                 return Some(Part::Dark);
             }
-            if polygon(u, v, &[(-0.65, -0.75), (0.55, -0.75), (0.45, 0.85), (-0.55, 0.85)]) {
+            if polygon(
+                u,
+                v,
+                &[(-0.65, -0.75), (0.55, -0.75), (0.45, 0.85), (-0.55, 0.85)],
+            ) {
                 return Some(Part::Main);
             }
             let d2 = (u - 0.55).powi(2) + v.powi(2);
@@ -351,13 +369,28 @@ pub fn part_at(kind: Kind, p: [f32; 4], u: f32, v: f32) -> Option<Part> {
             if rect(u, v, 0.9, -0.02, 1.0, 0.12) {
                 return Some(Part::Lamp);
             }
-            if polygon(u, v, &[(-0.45, -0.14), (-0.3, -0.46), (-0.03, -0.46), (-0.03, -0.14)])
-                || polygon(u, v, &[(0.03, -0.14), (0.03, -0.46), (0.3, -0.46), (0.48, -0.14)])
-            {
+            if polygon(
+                u,
+                v,
+                &[
+                    (-0.45, -0.14),
+                    (-0.3, -0.46),
+                    (-0.03, -0.46),
+                    (-0.03, -0.14),
+                ],
+            ) || polygon(
+                u,
+                v,
+                &[(0.03, -0.14), (0.03, -0.46), (0.3, -0.46), (0.48, -0.14)],
+            ) {
                 return Some(Part::Glass);
             }
-            let body = polygon(u, v, &[(-0.55, -0.08), (-0.36, -0.55), (0.36, -0.55), (0.6, -0.08)])
-                || ellipse(u, v, 0.0, 0.17, 1.0, 0.28, 0.0) && rect(u, v, -1.0, -0.1, 1.0, 0.42);
+            let body = polygon(
+                u,
+                v,
+                &[(-0.55, -0.08), (-0.36, -0.55), (0.36, -0.55), (0.6, -0.08)],
+            ) || ellipse(u, v, 0.0, 0.17, 1.0, 0.28, 0.0)
+                && rect(u, v, -1.0, -0.1, 1.0, 0.42);
             body.then_some(Part::Main)
         }
         Kind::Flower => {
