@@ -232,13 +232,16 @@ impl Scene {
     /// Per object: pixels it covers in the picture, and those no later object covers.
     fn coverage(&self) -> (Vec<usize>, Vec<usize>) {
         let mut owner = vec![u8::MAX; self.size * self.size];
-        let mut drawn = vec![0; self.objects.len()];
-        for i in 0..self.objects.len() {
-            self.each_pixel(i, |p, _, _, _| {
-                owner[p] = i as u8;
-                drawn[i] += 1;
-            });
-        }
+        let drawn: Vec<usize> = (0..self.objects.len())
+            .map(|i| {
+                let mut count = 0;
+                self.each_pixel(i, |p, _, _, _| {
+                    owner[p] = i as u8;
+                    count += 1;
+                });
+                count
+            })
+            .collect();
         let mut visible = vec![0; self.objects.len()];
         for &o in &owner {
             if (o as usize) < visible.len() {
