@@ -25,6 +25,7 @@ pub struct Args {
     /// Side of the square pictures, pixels.
     #[arg(long, default_value_t = 224)]
     size: usize,
+    /// Seed of the world: the same seed and parameters give the same files, byte for byte.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Also copy the first K evaluation pictures with their captions into examples/.
