@@ -5,6 +5,7 @@ mod commands;
 mod eval;
 mod model_io;
 mod overlay;
+mod synth;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +34,8 @@ enum Command {
     Train(Box<commands::train::Args>),
     /// Zero-shot mIoU on a segmentation benchmark, or ImageNet top-1/top-5.
     Eval(commands::eval::Args),
+    /// Generate a synthetic world: image-caption pairs and a held-out split with ground truth.
+    Synth(commands::synth::Args),
     /// Time the image and text encoders on the CPU backends (random weights), or training.
     Bench(commands::bench::Args),
     /// The meeting point of a training run over several machines.
@@ -56,6 +59,7 @@ fn main() {
         Command::Train(args) => commands::train::run(*args),
         Command::Bench(args) => commands::bench::run(args),
         Command::Orchestrator(args) => commands::orchestrator::run(args),
+        Command::Synth(args) => commands::synth::run(args),
     };
     if let Err(error) = result {
         // One line: the chain of causes, most general first.

@@ -4,6 +4,7 @@ pub mod eval;
 pub mod index;
 pub mod orchestrator;
 pub mod segment;
+pub mod synth;
 pub mod train;
 pub mod train_bench;
 
