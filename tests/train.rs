@@ -235,3 +235,36 @@ fn bad_training_input_is_a_one_line_error() {
     assert!(stderr.contains("no checkpoint"), "{stderr}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn training_streams_webdataset_shards() {
+    let dir = scratch("train-shards");
+    caption_dataset(&dir, 16);
+    // img2dataset's layout: KEY.jpg beside KEY.txt, in tar shards.
+    for shard in 0..2 {
+        let file = std::fs::File::create(dir.join(format!("{shard:05}.tar"))).unwrap();
+        let mut tar = tar::Builder::new(file);
+        for i in (shard * 8)..(shard * 8 + 8) {
+            let key = format!("{i:09}");
+            tar.append_path_with_name(dir.join(format!("images/{i:04}.jpg")), format!("{key}.jpg"))
+                .unwrap();
+            let caption = format!("a photo of a {}", KINDS[i % KINDS.len()].0);
+            let mut header = tar::Header::new_gnu();
+            header.set_size(caption.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            tar.append_data(&mut header, format!("{key}.txt"), caption.as_bytes())
+                .unwrap();
+        }
+        tar.finish().unwrap();
+    }
+    let model = model_config(&dir);
+    let run = dir.join("run");
+    let out = ok(&[
+        "train", "--quiet", "--out", s(&run), "--recipe", s(&recipe(&dir, 1, 3)), "--data",
+        s(&dir.join("00000.tar")), s(&dir.join("00001.tar")), "--model", s(&model),
+    ]);
+    assert!(out.contains("trained 3 steps"), "{out}");
+    assert_eq!(metrics(&run).len(), 3);
+    std::fs::remove_dir_all(&dir).ok();
+}
