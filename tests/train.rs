@@ -57,7 +57,9 @@ fn caption_dataset(dir: &Path, n: usize) -> PathBuf {
         } else {
             format!("a photo of a {} on grey", KINDS[a].0)
         };
-        meta.push_str(&format!("{{\"filename\": \"{name}\", \"caption\": \"{caption}\"}}\n"));
+        meta.push_str(&format!(
+            "{{\"filename\": \"{name}\", \"caption\": \"{caption}\"}}\n"
+        ));
     }
     std::fs::write(dir.join("images/broken.jpg"), b"\xff\xd8 not really a jpeg").unwrap();
     meta.push_str("{\"filename\": \"images/broken.jpg\", \"caption\": \"a dog that is broken\"}\n");
@@ -140,14 +142,25 @@ fn stage_one_then_stage_two_on_jpeg_captions_and_the_losses_fall() {
     let model = model_config(&dir);
     let stage1 = dir.join("stage1");
     let out = ok(&[
-        "train", "--quiet", "--out", s(&stage1), "--recipe", s(&recipe(&dir, 1, 40)),
-        "--data", s(&meta), "--model", s(&model),
+        "train",
+        "--quiet",
+        "--out",
+        s(&stage1),
+        "--recipe",
+        s(&recipe(&dir, 1, 40)),
+        "--data",
+        s(&meta),
+        "--model",
+        s(&model),
     ]);
     assert!(out.contains("trained 40 steps"), "{out}");
     let m = metrics(&stage1);
     assert_eq!(m.len(), 40);
     let (early, late) = (mean(&m[..5], "total"), mean(&m[35..], "total"));
-    assert!(late < 0.8 * early, "stage 1 loss should fall: {early} -> {late}");
+    assert!(
+        late < 0.8 * early,
+        "stage 1 loss should fall: {early} -> {late}"
+    );
     assert!(m.iter().all(|v| v.get("mask").is_none()));
     // The checkpoint and the final model are ordinary model files.
     assert!(stage1.join("model.mpk").is_file());
@@ -155,19 +168,36 @@ fn stage_one_then_stage_two_on_jpeg_captions_and_the_losses_fall() {
 
     let stage2 = dir.join("stage2");
     ok(&[
-        "train", "--quiet", "--out", s(&stage2), "--recipe", s(&recipe(&dir, 2, 30)),
-        "--data", s(&meta), "--init", s(&stage1.join("model.mpk")),
+        "train",
+        "--quiet",
+        "--out",
+        s(&stage2),
+        "--recipe",
+        s(&recipe(&dir, 2, 30)),
+        "--data",
+        s(&meta),
+        "--init",
+        s(&stage1.join("model.mpk")),
     ]);
     let m = metrics(&stage2);
     assert_eq!(m.len(), 30);
-    assert!(m.iter().all(|v| v["mask"].as_f64().is_some_and(|x| x.is_finite() && x > 0.0)));
+    assert!(m
+        .iter()
+        .all(|v| v["mask"].as_f64().is_some_and(|x| x.is_finite() && x > 0.0)));
     let (early, late) = (mean(&m[..5], "total"), mean(&m[25..], "total"));
     assert!(late < early, "stage 2 loss should fall: {early} -> {late}");
 
     // The result segments like any model file.
     ok(&[
-        "segment", "--model", s(&stage2.join("model.mpk")), "--image",
-        s(&dir.join("images/0001.jpg")), "--labels", "dog,car,boat", "--out-dir", s(&dir),
+        "segment",
+        "--model",
+        s(&stage2.join("model.mpk")),
+        "--image",
+        s(&dir.join("images/0001.jpg")),
+        "--labels",
+        "dog,car,boat",
+        "--out-dir",
+        s(&dir),
     ]);
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -180,22 +210,47 @@ fn a_killed_run_resumes_from_its_last_checkpoint_with_no_step_lost_or_repeated()
     let recipe = recipe(&dir, 1, 16);
     let straight = dir.join("straight");
     ok(&[
-        "train", "--quiet", "--out", s(&straight), "--recipe", s(&recipe), "--data", s(&meta),
-        "--model", s(&model),
+        "train",
+        "--quiet",
+        "--out",
+        s(&straight),
+        "--recipe",
+        s(&recipe),
+        "--data",
+        s(&meta),
+        "--model",
+        s(&model),
     ]);
 
     let killed = dir.join("killed");
     let mut child = Command::new(env!("CARGO_BIN_EXE_ovseg"))
         .args([
-            "train", "--quiet", "--out", s(&killed), "--recipe", s(&recipe), "--data", s(&meta),
-            "--model", s(&model),
+            "train",
+            "--quiet",
+            "--out",
+            s(&killed),
+            "--recipe",
+            s(&recipe),
+            "--data",
+            s(&meta),
+            "--model",
+            s(&model),
         ])
         .spawn()
         .unwrap();
     let began = Instant::now();
-    while !killed.join("checkpoints/step-00000008/state.json").is_file() {
-        assert!(began.elapsed() < Duration::from_secs(600), "no checkpoint appeared");
-        assert!(child.try_wait().unwrap().is_none(), "the run ended before it was killed");
+    while !killed
+        .join("checkpoints/step-00000008/state.json")
+        .is_file()
+    {
+        assert!(
+            began.elapsed() < Duration::from_secs(600),
+            "no checkpoint appeared"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it was killed"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().unwrap();
@@ -203,7 +258,14 @@ fn a_killed_run_resumes_from_its_last_checkpoint_with_no_step_lost_or_repeated()
     assert!(!killed.join("model.mpk").exists(), "killed before the end");
 
     ok(&[
-        "train", "--quiet", "--out", s(&killed), "--recipe", s(&recipe), "--data", s(&meta),
+        "train",
+        "--quiet",
+        "--out",
+        s(&killed),
+        "--recipe",
+        s(&recipe),
+        "--data",
+        s(&meta),
         "--resume",
     ]);
     let steps: Vec<u64> = metrics(&killed)
@@ -225,11 +287,27 @@ fn a_killed_run_resumes_from_its_last_checkpoint_with_no_step_lost_or_repeated()
 fn bad_training_input_is_a_one_line_error() {
     let dir = scratch("train-errors");
     std::fs::create_dir_all(&dir).unwrap();
-    let out = ovseg(&["train", "--out", s(&dir.join("run")), "--data", s(&dir.join("nope.jsonl"))]);
+    let out = ovseg(&[
+        "train",
+        "--out",
+        s(&dir.join("run")),
+        "--data",
+        s(&dir.join("nope.jsonl")),
+    ]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.starts_with("error: ") && stderr.contains("nope.jsonl"), "{stderr}");
-    let out = ovseg(&["train", "--out", s(&dir.join("run")), "--data", s(&dir), "--resume"]);
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("nope.jsonl"),
+        "{stderr}"
+    );
+    let out = ovseg(&[
+        "train",
+        "--out",
+        s(&dir.join("run")),
+        "--data",
+        s(&dir),
+        "--resume",
+    ]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no checkpoint"), "{stderr}");
@@ -261,8 +339,17 @@ fn training_streams_webdataset_shards() {
     let model = model_config(&dir);
     let run = dir.join("run");
     let out = ok(&[
-        "train", "--quiet", "--out", s(&run), "--recipe", s(&recipe(&dir, 1, 3)), "--data",
-        s(&dir.join("00000.tar")), s(&dir.join("00001.tar")), "--model", s(&model),
+        "train",
+        "--quiet",
+        "--out",
+        s(&run),
+        "--recipe",
+        s(&recipe(&dir, 1, 3)),
+        "--data",
+        s(&dir.join("00000.tar")),
+        s(&dir.join("00001.tar")),
+        "--model",
+        s(&model),
     ]);
     assert!(out.contains("trained 3 steps"), "{out}");
     assert_eq!(metrics(&run).len(), 3);

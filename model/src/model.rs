@@ -90,6 +90,23 @@ impl<B: Backend> OvSegmentor<B> {
         self
     }
 
+    /// Running statistics of every BatchNorm, to put back with [`Self::restore_batch_norms`].
+    pub fn batch_norms(&self) -> Vec<(Tensor<B, 1>, Tensor<B, 1>)> {
+        self.projectors().map(|p| p.norm.running()).collect()
+    }
+
+    pub fn restore_batch_norms(&self, saved: Vec<(Tensor<B, 1>, Tensor<B, 1>)>) {
+        for (p, stats) in self.projectors().zip(saved) {
+            p.norm.restore_running(stats);
+        }
+    }
+
+    fn projectors(&self) -> impl Iterator<Item = &ProjectMlp<B>> {
+        [&self.img_projector, &self.text_projector]
+            .into_iter()
+            .chain(self.bridge_projector.as_ref())
+    }
+
     pub fn has_training_heads(&self) -> bool {
         self.multimodal_groupingblock.is_some() && self.bridge_projector.is_some()
     }

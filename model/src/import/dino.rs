@@ -57,7 +57,10 @@ impl<S: TensorSource> TensorSource for DinoSource<S> {
     fn read_f32(&self, key: &str) -> Result<Vec<f32>, OvsegError> {
         let mut values = self.inner.read_f32(&self.inner_key(key))?;
         if key == "pos_embed" {
-            let c = self.inner.shape(&self.inner_key(key)).and_then(|s| s.last().copied());
+            let c = self
+                .inner
+                .shape(&self.inner_key(key))
+                .and_then(|s| s.last().copied());
             values.drain(..c.unwrap_or(0));
         }
         Ok(values)

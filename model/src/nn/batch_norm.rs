@@ -77,6 +77,22 @@ impl<B: Backend> BatchNorm1d<B> {
     }
 }
 
+impl<B: Backend> BatchNorm1d<B> {
+    /// The running statistics as they are now (mean, variance).
+    pub fn running(&self) -> (Tensor<B, 1>, Tensor<B, 1>) {
+        (self.running_mean.value_sync(), self.running_var.value_sync())
+    }
+
+    /// Puts back statistics taken with [`Self::running`] (a training step that is dropped
+    /// must not leave its batch statistics behind).
+    pub fn restore_running(&self, (mean, var): (Tensor<B, 1>, Tensor<B, 1>)) {
+        self.running_mean.update(mean);
+        self.running_var.update(var);
+        self.running_mean.value_sync();
+        self.running_var.value_sync();
+    }
+}
+
 /// Mean and biased variance [1, C] over the rows of every device, and the global row count.
 /// On several devices this is SyncBatchNorm: the sums are all-reduced with their gradients.
 fn batch_statistics<B: Backend>(

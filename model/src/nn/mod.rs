@@ -9,8 +9,8 @@ mod mlp;
 
 pub use attention::{CrossAttention, CrossAttentionConfig, FusedAttention, FusedAttentionConfig};
 pub use batch_norm::{BatchNorm1d, BatchNorm1dConfig};
-pub use collective::{BatchStats, GatherAll, LocalGather};
 pub use block::{CrossBlockPost, CrossBlockPostConfig, TransformerBlock, TransformerBlockConfig};
+pub use collective::{BatchStats, GatherAll, LocalGather};
 pub use drop_path::drop_path;
 pub use mlp::{Mlp, MlpConfig};
 

@@ -31,7 +31,11 @@ pub struct Args {
 
 fn run_train(args: &Args) -> Result<()> {
     let explicit = std::env::args().any(|a| a == "--preset");
-    let preset = if explicit { args.preset[0].as_str() } else { "tiny" };
+    let preset = if explicit {
+        args.preset[0].as_str()
+    } else {
+        "tiny"
+    };
     let config = OvsegConfig::preset(preset)?;
     println!("| preset | device | stage | batch | training images/s | peak memory (MB) |");
     println!("|---|---|---|---|---|---|");

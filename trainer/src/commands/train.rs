@@ -11,13 +11,13 @@ use ovseg_model::record::{model_to_bytes, Precision};
 use ovseg_model::OvsegConfig;
 
 use crate::backend::DeviceKind;
-use ovseg_trainer::data::{DataConfig, EntityIndex, Loader, Source, Stage};
 use crate::eval::datasets::{Dataset, Layout};
 use crate::eval::run::{evaluate, EvalOptions};
 use crate::model_io::{load_model, load_tokenizer, read_config};
 use crate::train::config::TrainConfig;
 use crate::train::run::{train, RunOptions};
 use crate::train::source::LoaderSource;
+use ovseg_trainer::data::{DataConfig, EntityIndex, Loader, Source, Stage};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -106,10 +106,17 @@ fn cluster(args: &Args) -> Result<Option<crate::train::run::Cluster>> {
         return Ok(None);
     }
     if args.node_rank >= args.nodes {
-        bail!("--node-rank {} but only {} nodes", args.node_rank, args.nodes);
+        bail!(
+            "--node-rank {} but only {} nodes",
+            args.node_rank,
+            args.nodes
+        );
     }
     let (Some(orchestrator), Some(node_address)) = (&args.orchestrator, &args.node_address) else {
-        bail!("--nodes {} needs --orchestrator and --node-address", args.nodes);
+        bail!(
+            "--nodes {} needs --orchestrator and --node-address",
+            args.nodes
+        );
     };
     Ok(Some(crate::train::run::Cluster {
         nodes: args.nodes,
@@ -121,19 +128,45 @@ fn cluster(args: &Args) -> Result<Option<crate::train::run::Cluster>> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    crate::on_device!(args.device, run_on(args))
+    let n = args.devices;
+    if n == 0 {
+        bail!("--devices must be at least 1");
+    }
+    match args.device {
+        DeviceKind::Cpu => run_on::<crate::backend::Cpu>(args, vec![Default::default(); n]),
+        #[cfg(feature = "cuda")]
+        DeviceKind::Cuda => {
+            let devices = (0..n).map(burn::backend::cuda::CudaDevice::new).collect();
+            run_on::<burn::backend::Cuda>(args, devices)
+        }
+        #[cfg(feature = "wgpu")]
+        DeviceKind::Wgpu => {
+            if n > 1 {
+                bail!("--devices {n} needs --device cuda (or cpu replicas)");
+            }
+            run_on::<burn::backend::Wgpu>(args, vec![Default::default()])
+        }
+    }
 }
 
 fn recipe(args: &Args) -> Result<TrainConfig> {
-    let mut config = if args.recipe.ends_with(".json") || std::path::Path::new(&args.recipe).is_file() {
-        TrainConfig::read(std::path::Path::new(&args.recipe))?
-    } else {
-        TrainConfig::preset(&args.recipe)?
-    };
+    let mut config =
+        if args.recipe.ends_with(".json") || std::path::Path::new(&args.recipe).is_file() {
+            TrainConfig::read(std::path::Path::new(&args.recipe))?
+        } else {
+            TrainConfig::preset(&args.recipe)?
+        };
     macro_rules! set {
         ($($field:ident),*) => { $(if let Some(v) = args.$field { config.$field = v; })* };
     }
-    set!(epochs, batch_size, accumulation, seed, workers, checkpoint_every);
+    set!(
+        epochs,
+        batch_size,
+        accumulation,
+        seed,
+        workers,
+        checkpoint_every
+    );
     if args.max_steps.is_some() {
         config.max_steps = args.max_steps;
     }
@@ -158,10 +191,10 @@ fn model_config(args: &Args) -> Result<OvsegConfig> {
     Ok(OvsegConfig::preset(&args.model)?)
 }
 
-fn run_on<B: Backend>(args: Args, device: B::Device) -> Result<()> {
+fn run_on<B: Backend>(args: Args, devices: Vec<B::Device>) -> Result<()> {
     let config = recipe(&args)?;
     let tokenizer = Arc::new(load_tokenizer(args.tokenizer.as_deref())?);
-    let devices = devices::<B>(args.device, args.devices, device.clone())?;
+    let device = devices[0].clone();
 
     // The starting model: ignored when resuming (the checkpoint has it).
     let (initial, model_config) = if args.resume {
@@ -172,7 +205,10 @@ fn run_on<B: Backend>(args: Args, device: B::Device) -> Result<()> {
         let config = match checkpoint_config {
             Some(model) => crate::model_io::load_model::<B>(&model, None, &device)?.1,
             None if stored.is_file() => read_config(&stored)?,
-            None => bail!("--resume: no checkpoint in {}", args.out.join("checkpoints").display()),
+            None => bail!(
+                "--resume: no checkpoint in {}",
+                args.out.join("checkpoints").display()
+            ),
         };
         (Vec::new(), config)
     } else {
@@ -217,7 +253,11 @@ fn run_on<B: Backend>(args: Args, device: B::Device) -> Result<()> {
                 &device,
             )?;
             tracing::info!(step, miou = report.miou, "zero-shot evaluation");
-            eprintln!("step {step}: mIoU {:.2} on {}", report.miou, spec.root.display());
+            eprintln!(
+                "step {step}: mIoU {:.2} on {}",
+                report.miou,
+                spec.root.display()
+            );
             Ok(report.miou)
         }
     });
@@ -227,7 +267,9 @@ fn run_on<B: Backend>(args: Args, device: B::Device) -> Result<()> {
         tokenizer,
         &source,
         devices,
-        eval_hook.as_mut().map(|h| h as &mut crate::train::run::EvalHook<'_>),
+        eval_hook
+            .as_mut()
+            .map(|h| h as &mut crate::train::run::EvalHook<'_>),
     )?;
     if let (Some(first), Some(last)) = (summary.first, summary.last) {
         println!(
@@ -239,26 +281,6 @@ fn run_on<B: Backend>(args: Args, device: B::Device) -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn devices<B: Backend>(kind: DeviceKind, n: usize, first: B::Device) -> Result<Vec<B::Device>> {
-    if n == 0 {
-        bail!("--devices must be at least 1");
-    }
-    match kind {
-        DeviceKind::Cpu => Ok(vec![first; n]),
-        #[cfg(feature = "cuda")]
-        DeviceKind::Cuda => Ok((0..n)
-            .map(|i| crate::backend::cuda_device::<B>(i))
-            .collect()),
-        #[cfg(feature = "wgpu")]
-        DeviceKind::Wgpu => {
-            if n > 1 {
-                bail!("--devices > 1 needs --device cuda or cpu");
-            }
-            Ok(vec![first])
-        }
-    }
 }
 
 fn initial_model<B: Backend>(
@@ -319,7 +341,11 @@ fn initial_model<B: Backend>(
 }
 
 fn data_source(args: &Args, config: &TrainConfig, devices: usize) -> Result<LoaderSource> {
-    let stage = if config.stage_two() { Stage::Two } else { Stage::One };
+    let stage = if config.stage_two() {
+        Stage::Two
+    } else {
+        Stage::One
+    };
     let mut data_config = DataConfig::new(stage, config.global_batch(devices), config.seed);
     data_config.image_size = config.image_size;
     data_config.prefetch = config.prefetch.max(1);
@@ -327,9 +353,8 @@ fn data_source(args: &Args, config: &TrainConfig, devices: usize) -> Result<Load
         data_config.workers = config.workers;
     }
     let first = &args.data[0];
-    let shards = args.data.len() > 1
-        || first.is_dir()
-        || first.extension().is_some_and(|e| e == "tar");
+    let shards =
+        args.data.len() > 1 || first.is_dir() || first.extension().is_some_and(|e| e == "tar");
     let source = if shards {
         Source::shards(&args.data)?
     } else {

@@ -28,8 +28,14 @@ fn reset_peak_memory() {
 
 fn batch(size: usize, image_size: usize, stage_two: bool) -> DeviceBatch {
     let pixels = size * 3 * image_size * image_size;
-    let image: Vec<f32> = (0..pixels).map(|i| ((i * 37 % 255) as f32 - 127.0) / 64.0).collect();
-    let texts = |t: &str| (0..size).map(|i| format!("{t} dog and a kite number {i}")).collect();
+    let image: Vec<f32> = (0..pixels)
+        .map(|i| ((i * 37 % 255) as f32 - 127.0) / 64.0)
+        .collect();
+    let texts = |t: &str| {
+        (0..size)
+            .map(|i| format!("{t} dog and a kite number {i}"))
+            .collect()
+    };
     DeviceBatch {
         size,
         image_size,

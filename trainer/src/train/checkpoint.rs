@@ -171,8 +171,8 @@ impl Checkpoint {
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
-    let mut file = std::fs::File::create(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
+    let mut file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     file.write_all(bytes)
         .and_then(|_| file.sync_all())
         .with_context(|| format!("cannot write {}", path.display()))

@@ -90,25 +90,33 @@ impl<B: AutodiffBackend> Optimizer<B> {
         }
     }
 
-    /// Clips (when set) and applies `grads`; returns the updated model and the global gradient
-    /// norm before clipping (a device tensor: reading it is the caller's choice).
+    /// The global norm of `grads` (a [1] device tensor), to check before [`Self::step`].
+    pub fn grad_norm(
+        &self,
+        model: &OvSegmentor<B>,
+        grads: &GradientsParams,
+    ) -> Tensor<B::InnerBackend, 1> {
+        global_norm(model, grads)
+    }
+
+    /// Clips `grads` to the global norm (when set; `norm` from [`Self::grad_norm`]) and applies
+    /// them.
     pub fn step(
         &mut self,
         lr: f64,
         model: OvSegmentor<B>,
         mut grads: GradientsParams,
-    ) -> (OvSegmentor<B>, Tensor<B::InnerBackend, 1>) {
-        let norm = global_norm(&model, &mut grads);
+        norm: Tensor<B::InnerBackend, 1>,
+    ) -> OvSegmentor<B> {
         if let Some(max) = self.settings.clip_grad {
             // torch: clip_coef = max / (norm + 1e-6), applied when below 1.
-            let factor = (norm.clone() + 1e-6).recip().mul_scalar(max).clamp_max(1.0);
+            let factor = (norm + 1e-6).recip().mul_scalar(max).clamp_max(1.0);
             scale_grads(&model, &mut grads, factor);
         }
         let mut decayed = GradientsParams::new();
         split_grads(&model, &mut grads, &mut decayed, &self.no_decay);
         let model = self.decayed.step(lr, model, decayed);
-        let model = self.not_decayed.step(lr, model, grads);
-        (model, norm)
+        self.not_decayed.step(lr, model, grads)
     }
 
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
@@ -133,7 +141,7 @@ impl<B: AutodiffBackend> Optimizer<B> {
 /// sqrt of the sum of squares of every gradient, as a [1] tensor.
 fn global_norm<B: AutodiffBackend>(
     model: &OvSegmentor<B>,
-    grads: &mut GradientsParams,
+    grads: &GradientsParams,
 ) -> Tensor<B::InnerBackend, 1> {
     struct Norm<'a, B: AutodiffBackend> {
         grads: &'a GradientsParams,

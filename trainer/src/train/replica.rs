@@ -102,7 +102,9 @@ impl<B: Backend> Replica<B> {
     }
 
     pub fn model(&self) -> &OvSegmentor<Autodiff<B>> {
-        self.model.as_ref().expect("the model is only taken inside a step")
+        self.model
+            .as_ref()
+            .expect("the model is only taken inside a step")
     }
 
     pub fn optimizer_bytes(&self) -> Result<Vec<u8>> {
@@ -125,6 +127,7 @@ impl<B: Backend> Replica<B> {
         // draws what the uninterrupted one would have.
         Autodiff::<B>::seed(&self.device, self.settings.seed ^ (step as u64) << 8 ^ rank);
         let model = self.model.take().expect("model present between steps");
+        let batch_norms = model.batch_norms();
         let mut accumulator = GradientsAccumulator::<OvSegmentor<Autodiff<B>>>::new();
         let mut sums = [0.0f64; 4];
         let scale = 1.0 / micro.len() as f64;
@@ -135,10 +138,13 @@ impl<B: Backend> Replica<B> {
                 Some(g) => g,
                 None => &local,
             };
-            let losses = match model.losses(&batch, &LossOptions {
-                training: true,
-                gather,
-            }) {
+            let losses = match model.losses(
+                &batch,
+                &LossOptions {
+                    training: true,
+                    gather,
+                },
+            ) {
                 Ok(l) => l,
                 Err(e) => {
                     self.model = Some(model);
@@ -161,8 +167,14 @@ impl<B: Backend> Replica<B> {
             .detach()
             .inner();
             let values = self.mean_over_devices(values);
-            let values: Vec<f32> = values.into_data().convert::<f32>().to_vec().unwrap_or_default();
+            let values: Vec<f32> = values
+                .into_data()
+                .convert::<f32>()
+                .to_vec()
+                .unwrap_or_default();
             if values.len() != 4 || values.iter().any(|v| !v.is_finite()) {
+                // The forward already moved the BatchNorm running statistics.
+                model.restore_batch_norms(batch_norms);
                 self.model = Some(model);
                 return Ok(StepValues {
                     matching: values.first().copied().unwrap_or(f32::NAN) as f64,
@@ -185,12 +197,27 @@ impl<B: Backend> Replica<B> {
                 .all_reduce::<B>(g.peer, ReduceOperation::Mean)
                 .map_err(|e| anyhow::anyhow!("gradient all-reduce failed: {e:?}"))?;
         }
-        let (mut model, norm) = self.optimizer.step(lr, model, grads);
+        let norm = self.optimizer.grad_norm(&model, &grads);
+        let grad_norm = norm.clone().into_scalar().elem::<f64>();
+        if !grad_norm.is_finite() {
+            // A finite loss can still have non-finite gradients (a NaN pixel that a clamp
+            // hides from the loss): nothing is applied.
+            model.restore_batch_norms(batch_norms);
+            self.model = Some(model);
+            return Ok(StepValues {
+                matching: sums[0],
+                entity: sums[1],
+                mask: self.settings.momentum.map(|_| sums[2]),
+                total: sums[3],
+                grad_norm,
+                skipped: true,
+            });
+        }
+        let mut model = self.optimizer.step(lr, model, grads, norm);
         if let Some(m) = self.settings.momentum {
             model.update_momentum_encoder(m);
         }
         self.model = Some(model);
-        let grad_norm = norm.into_scalar().elem::<f64>();
         Ok(StepValues {
             matching: sums[0],
             entity: sums[1],
@@ -230,7 +257,10 @@ impl<B: Backend> Replica<B> {
         // 77 at a fraction of the cost. Every token of the question enters the multimodal block
         // (padding included, as in the reference), so the question keeps the full 77.
         let text = |texts: &[String]| -> Result<_> {
-            Ok(self.tokenizer.encode_longest(texts)?.to_tensors::<Autodiff<B>>(device))
+            Ok(self
+                .tokenizer
+                .encode_longest(texts)?
+                .to_tensors::<Autodiff<B>>(device))
         };
         let question = self
             .tokenizer

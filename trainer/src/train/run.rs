@@ -9,9 +9,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use burn::backend::Autodiff;
-use burn::collective::{
-    finish_collective, register, reset_collective, CollectiveConfig, PeerId,
-};
+use burn::collective::{finish_collective, register, reset_collective, CollectiveConfig, PeerId};
 use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
 use ovseg_model::record::{model_from_bytes, model_to_bytes, Precision};
@@ -145,7 +143,11 @@ pub fn train<B: Backend>(
         }
         let model = std::fs::read(checkpoint.model_path())
             .with_context(|| format!("cannot read {}", checkpoint.model_path().display()))?;
-        Some((checkpoint.state.clone(), model, checkpoint.optimizer_bytes()?))
+        Some((
+            checkpoint.state.clone(),
+            model,
+            checkpoint.optimizer_bytes()?,
+        ))
     } else {
         None
     };
@@ -231,11 +233,9 @@ pub fn train<B: Backend>(
         ProgressBar::hidden()
     };
     bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed} < {eta})",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed} < {eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
     );
     bar.set_position(state.step as u64);
 
@@ -257,7 +257,12 @@ pub fn train<B: Backend>(
     };
 
     'epochs: for epoch in state.position.epoch..config.epochs {
-        bar.set_prefix(format!("stage {} epoch {}/{}", config.stage, epoch + 1, config.epochs));
+        bar.set_prefix(format!(
+            "stage {} epoch {}/{}",
+            config.stage,
+            epoch + 1,
+            config.epochs
+        ));
         let start = if epoch == state.position.epoch {
             state.position.batch
         } else {
@@ -315,17 +320,19 @@ pub fn train<B: Backend>(
             if values.skipped {
                 bad_steps += 1;
                 bar.suspend(|| {
-                    tracing::warn!(step = state.step, "loss is {} : step skipped, weights unchanged", values.total);
+                    tracing::warn!(step = state.step, loss = values.total, grad_norm = values.grad_norm, "step skipped");
                     eprintln!(
-                        "warning: step {}: the loss is not finite ({}); this step changed no weight",
-                        state.step, values.total
+                        "warning: step {}: the loss ({}) or its gradient (norm {}) is not finite; this step changed no weight",
+                        state.step, values.total, values.grad_norm
                     )
                 });
                 if bad_steps >= 5 {
                     bail!(
-                        "5 steps in a row had a non-finite loss (last {}): lower the learning rate \
-                         or check the data; the last good checkpoint is in {}",
+                        "5 steps in a row had a non-finite loss or gradient (last: loss {}, gradient \
+                         norm {}): lower the learning rate or check the data; the last good \
+                         checkpoint is in {}",
                         values.total,
+                        values.grad_norm,
                         options.dir.join("checkpoints").display()
                     );
                 }
@@ -445,10 +452,7 @@ impl Group {
         let Some(cluster) = &self.cluster else {
             return Ok(config);
         };
-        let address = |a: &str| {
-            a.parse()
-                .map_err(|e| anyhow!("invalid address {a:?}: {e}"))
-        };
+        let address = |a: &str| a.parse().map_err(|e| anyhow!("invalid address {a:?}: {e}"));
         Ok(config
             .with_num_nodes(cluster.nodes as u32)
             .with_global_address(address(&cluster.orchestrator)?)
@@ -507,7 +511,9 @@ fn spawn_worker<B: Backend>(
             };
             while let Ok(command) = inbox.recv() {
                 let reply = match command {
-                    Command::Step { micro, lr, step } => Reply::Step(replica.step(&micro, lr, step)),
+                    Command::Step { micro, lr, step } => {
+                        Reply::Step(replica.step(&micro, lr, step))
+                    }
                     Command::Snapshot => Reply::Snapshot((|| {
                         let model = model_to_bytes(
                             replica.model().clone(),

@@ -23,13 +23,19 @@ struct Synthetic {
     batches: usize,
     image_size: usize,
     stage_two: bool,
+    /// This batch of every epoch holds NaN pixels.
+    poison: Option<usize>,
 }
 
 fn noise(seed: u64, n: usize) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((x >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
         })
         .collect()
@@ -57,10 +63,14 @@ impl BatchSource for Synthetic {
                     .collect()
             };
             let seed = (epoch * 1000 + k) as u64;
+            let mut images = noise(seed, self.batch * pixels);
+            if self.poison == Some(k) {
+                images[0] = f32::NAN;
+            }
             Ok(DeviceBatch {
                 size: self.batch,
                 image_size: self.image_size,
-                images: noise(seed, self.batch * pixels),
+                images,
                 captions: texts("a photo of a"),
                 questions: texts("a [MASK] near"),
                 answers: texts("a picture of the"),
@@ -121,11 +131,24 @@ fn run(
     initial: Vec<u8>,
     resume: bool,
 ) -> RunSummary {
+    run_with(dir, config, devices, global_batch, initial, resume, None)
+}
+
+fn run_with(
+    dir: &PathBuf,
+    config: TrainConfig,
+    devices: usize,
+    global_batch: usize,
+    initial: Vec<u8>,
+    resume: bool,
+    poison: Option<usize>,
+) -> RunSummary {
     let source = Synthetic {
         batch: global_batch,
         batches: 6,
         image_size: 64,
         stage_two: config.stage == 2,
+        poison,
     };
     let options = RunOptions {
         dir: dir.clone(),
@@ -193,8 +216,22 @@ fn two_devices_with_batch_b_equal_one_device_with_batch_2b() {
         let initial = initial_model(stage == 2);
         let one = scratch(&format!("one-device-{stage}"));
         let two = scratch(&format!("two-devices-{stage}"));
-        run(&one, train_config(stage, 4, 2), 1, 4, initial.clone(), false);
-        run(&two, train_config(stage, 2, 2), 2, 4, initial.clone(), false);
+        run(
+            &one,
+            train_config(stage, 4, 2),
+            1,
+            4,
+            initial.clone(),
+            false,
+        );
+        run(
+            &two,
+            train_config(stage, 2, 2),
+            2,
+            4,
+            initial.clone(),
+            false,
+        );
         let (m1, m2) = (read_metrics(&one), read_metrics(&two));
         assert_eq!(m1.len(), 2);
         assert_eq!(m2.len(), 2);
@@ -212,13 +249,24 @@ fn two_devices_with_batch_b_equal_one_device_with_batch_2b() {
         // a small fraction of the update itself.
         let load = |p: &PathBuf| {
             let bytes = std::fs::read(p).unwrap();
-            collect(&model_from_bytes::<Flex>(bytes, "run", &Default::default()).unwrap().0)
+            collect(
+                &model_from_bytes::<Flex>(bytes, "run", &Default::default())
+                    .unwrap()
+                    .0,
+            )
         };
         let (a, b) = (load(&one.join("model.mpk")), load(&two.join("model.mpk")));
-        let start =
-            collect(&model_from_bytes::<Flex>(initial.clone(), "initial", &Default::default()).unwrap().0);
+        let start = collect(
+            &model_from_bytes::<Flex>(initial.clone(), "initial", &Default::default())
+                .unwrap()
+                .0,
+        );
         let norm = |x: &[f32], y: &[f32]| -> f32 {
-            x.iter().zip(y).map(|(p, q)| (p - q).powi(2)).sum::<f32>().sqrt()
+            x.iter()
+                .zip(y)
+                .map(|(p, q)| (p - q).powi(2))
+                .sum::<f32>()
+                .sqrt()
         };
         let mut moved = 0;
         for (i, ((x, y), s)) in a.iter().zip(&b).zip(&start).enumerate() {
@@ -230,7 +278,11 @@ fn two_devices_with_batch_b_equal_one_device_with_batch_2b() {
                 x.len()
             );
         }
-        assert!(moved > a.len() / 2, "training moved most parameters ({moved} of {})", a.len());
+        assert!(
+            moved > a.len() / 2,
+            "training moved most parameters ({moved} of {})",
+            a.len()
+        );
         std::fs::remove_dir_all(&one).ok();
         std::fs::remove_dir_all(&two).ok();
     }
@@ -240,9 +292,23 @@ fn two_devices_with_batch_b_equal_one_device_with_batch_2b() {
 fn a_resumed_run_equals_an_uninterrupted_one() {
     let initial = initial_model(false);
     let straight = scratch("straight");
-    run(&straight, train_config(1, 2, 4), 1, 2, initial.clone(), false);
+    run(
+        &straight,
+        train_config(1, 2, 4),
+        1,
+        2,
+        initial.clone(),
+        false,
+    );
     let resumed = scratch("resumed");
-    run(&resumed, train_config(1, 2, 2), 1, 2, initial.clone(), false);
+    run(
+        &resumed,
+        train_config(1, 2, 2),
+        1,
+        2,
+        initial.clone(),
+        false,
+    );
     // The second invocation continues from step 2's checkpoint up to step 4.
     run(&resumed, train_config(1, 2, 4), 1, 2, Vec::new(), true);
     let steps: Vec<u64> = read_metrics(&resumed)
@@ -292,10 +358,50 @@ fn stage_two_on_two_devices_shares_the_contrastive_batch_and_keeps_the_per_devic
     let value = |m: &serde_json::Value, key: &str| m[key].as_f64().unwrap();
     for key in ["matching", "entity"] {
         let (x, y) = (value(a, key), value(b, key));
-        assert!((x - y).abs() <= 1e-4 * x.abs().max(1.0), "{key}: {x} vs {y}");
+        assert!(
+            (x - y).abs() <= 1e-4 * x.abs().max(1.0),
+            "{key}: {x} vs {y}"
+        );
     }
     let (x, y) = (value(a, "mask"), value(b, "mask"));
-    assert!(x > 0.0 && (x / 2.0 - y).abs() <= 1e-4 * x, "mask: {x} (1 device) vs {y} (2 devices)");
+    assert!(
+        x > 0.0 && (x / 2.0 - y).abs() <= 1e-4 * x,
+        "mask: {x} (1 device) vs {y} (2 devices)"
+    );
     std::fs::remove_dir_all(&one).ok();
     std::fs::remove_dir_all(&two).ok();
+}
+
+#[test]
+fn a_step_with_a_non_finite_loss_or_gradient_changes_no_weight() {
+    let initial = initial_model(false);
+    let clean = scratch("nan-clean");
+    run(&clean, train_config(1, 2, 1), 1, 2, initial.clone(), false);
+    let poisoned = scratch("nan-poisoned");
+    // Batch 1 (the second step) holds a NaN pixel.
+    let summary = run_with(
+        &poisoned,
+        train_config(1, 2, 2),
+        1,
+        2,
+        initial,
+        false,
+        Some(1),
+    );
+    assert_eq!(summary.steps, 2);
+    let lines = read_metrics(&poisoned);
+    assert_eq!(lines.len(), 2);
+    assert!(lines[0].get("skipped").is_none());
+    assert_eq!(
+        lines[1]["skipped"],
+        serde_json::Value::Bool(true),
+        "{lines:?}"
+    );
+    // The weights after the skipped step are those after the first step.
+    assert_eq!(
+        weights(&clean.join("model.mpk")),
+        weights(&poisoned.join("model.mpk"))
+    );
+    std::fs::remove_dir_all(&clean).ok();
+    std::fs::remove_dir_all(&poisoned).ok();
 }
