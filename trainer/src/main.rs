@@ -31,6 +31,9 @@ enum Command {
     Index(commands::index::Args),
     /// Zero-shot mIoU on a segmentation benchmark, or ImageNet top-1/top-5.
     Eval(commands::eval::Args),
+    /// Write what the in-browser page needs: f16 inference-only weights, config, tokenizer and
+    /// precomputed class embeddings of the VOC, Context, COCO Object and ADE20K vocabularies.
+    ExportWeb(commands::export_web::Args),
     /// Time the image and text encoders on the CPU backends (random weights).
     Bench(commands::bench::Args),
 }
@@ -50,6 +53,7 @@ fn main() {
         Command::Index(args) => commands::index::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Bench(args) => commands::bench::run(args),
+        Command::ExportWeb(args) => commands::export_web::run(args),
     };
     if let Err(error) = result {
         // One line: the chain of causes, most general first.
