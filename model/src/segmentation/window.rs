@@ -100,8 +100,16 @@ impl<B: Backend> OvSegmentor<B> {
         let image_probs = softmax(image.unsqueeze_dim::<3>(1).matmul(classes_t) * scale, 2); // [W, 1, K]
         let top = options.top_k.min(k);
         let (_, best) = image_probs.topk_with_indices(top, 2); // [W, 1, top]
+        // Which classes are among the top ones: compare with 0..K rather than `one_hot`, whose
+        // bounds check reads the device synchronously (impossible on WebGPU in the browser).
+        let class_ids = Tensor::<B, 1, Int>::arange(0..k as i64, &best.device())
+            .reshape([1, 1, 1, k])
+            .expand([nw, 1, top, k]);
         let keep = best
-            .one_hot::<4>(k)
+            .unsqueeze_dim::<4>(3)
+            .expand([nw, 1, top, k])
+            .equal(class_ids)
+            .int()
             .sum_dim(2)
             .reshape([nw, 1, k])
             .greater_elem(0)
