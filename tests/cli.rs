@@ -361,3 +361,118 @@ fn index_extracts_entities_and_reports_bad_lines() {
     let e = fails(&["index", s(&dir.join("missing.jsonl"))]);
     assert!(e.contains("missing.jsonl"), "{e}");
 }
+
+#[test]
+fn export_web_writes_a_small_model_and_the_preset_embeddings() {
+    use base64::Engine as _;
+    let dir = scratch("export-web");
+    let model = converted(&dir, &[]);
+    let out = dir.join("web");
+    let stdout = ok(&["export-web", "--model", s(&model), "--out", s(&out)]);
+    assert!(stdout.contains("classes.json"), "{stdout}");
+    for f in ["model.ovseg", "model.json", "tokenizer.json", "classes.json"] {
+        assert!(out.join(f).is_file(), "{f} written");
+    }
+    let full = std::fs::metadata(&model).unwrap().len();
+    let small = std::fs::metadata(out.join("model.ovseg")).unwrap().len();
+    assert!(small * 2 < full, "export {small} B vs convert {full} B");
+
+    let classes: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("classes.json")).unwrap()).unwrap();
+    assert_eq!(classes["template"], "simple");
+    assert_eq!(classes["output_dim"], 32);
+    let mut voc = Vec::new();
+    for (name, n) in [("voc", 20), ("context", 59), ("coco_object", 80), ("ade20k", 150)] {
+        let d = &classes["datasets"][name];
+        assert_eq!(d["labels"].as_array().unwrap().len(), n, "{name}");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(d["embeddings"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(bytes.len(), n * 32 * 4, "{name}");
+        if name == "voc" {
+            voc = bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect();
+        }
+    }
+    // The VOC preset is the reference's own class classifier (same prompts, f32 text side).
+    let reference = Fixture::open(tiny_dir().join("outputs.safetensors"));
+    assert_close("class_embedding", &voc, &reference.f32s("class_embedding"), 1e-4, 1e-4);
+
+    // The f16 export segments the reference picture (accuracy measured against seg_pred_slide).
+    let mask = dir.join("m.png");
+    ok(&[
+        "segment",
+        "--model",
+        s(&out.join("model.ovseg")),
+        "--image",
+        s(&tiny_dir().join("seg_image.png")),
+        "--labels",
+        VOC,
+        "--out-mask",
+        s(&mask),
+    ]);
+    let (labels, _, _) = read_mask(&mask);
+    let expected: Vec<u32> = reference.f32s("seg_pred_slide").iter().map(|&v| v as u32).collect();
+    let agree = labels.iter().zip(&expected).filter(|(a, b)| a == b).count();
+    println!("f16 export: {agree} of {} pixels as the f32 reference", expected.len());
+    assert!(agree * 100 >= expected.len() * 99, "f16 export keeps {agree} of {}", expected.len());
+}
+
+#[test]
+fn segment_prints_a_share_link_holding_the_label_map() {
+    let dir = scratch("share");
+    let model = converted(&dir, &[]);
+    let mask = dir.join("m.png");
+    let stdout = ok(&[
+        "segment",
+        "--model",
+        s(&model),
+        "--image",
+        s(&tiny_dir().join("seg_image.png")),
+        "--labels",
+        VOC,
+        "--out-mask",
+        s(&mask),
+        "--share-url",
+        "https://example.org/ovseg/",
+        "--share-model-url",
+        "https://example.org/ovseg/demo/model.ovseg",
+    ]);
+    let link = stdout
+        .lines()
+        .find(|l| l.starts_with("https://example.org/ovseg/#ovseg1."))
+        .unwrap_or_else(|| panic!("no link in {stdout}"));
+    let shared = ovseg_model::share::Shared::from_link(link).unwrap();
+    let (labels, w, h) = read_mask(&mask);
+    assert_eq!((shared.width, shared.height), (w as usize, h as usize));
+    assert!(shared.mask.iter().zip(&labels).all(|(&a, &b)| a as u32 == b));
+    assert_eq!(shared.labels.len(), 20);
+    assert!(shared.background && shared.bg_thresh == 0.95);
+    assert_eq!(shared.model, "https://example.org/ovseg/demo/model.ovseg");
+    match &shared.picture {
+        ovseg_model::share::SharedPicture::Jpeg(j) => {
+            let small = image::load_from_memory(j).unwrap();
+            assert_eq!((small.width(), small.height()), (256, 171));
+        }
+        other => panic!("expected an embedded JPEG, got {other:?}"),
+    }
+    println!("share link for 672x448 with 20 labels and an embedded JPEG: {} characters", link.len());
+    let e = fails(&[
+        "segment",
+        "--model",
+        s(&model),
+        "--image",
+        s(&tiny_dir().join("seg_image.png")),
+        "--labels",
+        VOC,
+        "--out-mask",
+        s(&mask),
+        "--share-url",
+        "https://example.org/",
+        "--share-image-url",
+        "javascript:alert(1)",
+    ]);
+    assert!(e.contains("scheme"), "{e}");
+}

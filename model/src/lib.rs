@@ -17,6 +17,7 @@ pub mod model;
 pub mod nn;
 pub mod record;
 pub mod segmentation;
+pub mod share;
 pub mod text;
 pub mod vision;
 

@@ -36,6 +36,9 @@ enum Command {
     Eval(commands::eval::Args),
     /// Generate a synthetic world: image-caption pairs and a held-out split with ground truth.
     Synth(commands::synth::Args),
+    /// Write what the in-browser page needs: f16 inference-only weights, config, tokenizer and
+    /// precomputed class embeddings of the VOC, Context, COCO Object and ADE20K vocabularies.
+    ExportWeb(commands::export_web::Args),
     /// Time the image and text encoders on the CPU backends (random weights), or training.
     Bench(commands::bench::Args),
     /// The meeting point of a training run over several machines.
@@ -60,6 +63,7 @@ fn main() {
         Command::Bench(args) => commands::bench::run(args),
         Command::Orchestrator(args) => commands::orchestrator::run(args),
         Command::Synth(args) => commands::synth::run(args),
+        Command::ExportWeb(args) => commands::export_web::run(args),
     };
     if let Err(error) = result {
         // One line: the chain of causes, most general first.

@@ -1,21 +1,27 @@
 //! Segmentation for the page, generic over the backend so it is tested natively: the model is
 //! loaded once and class embeddings are cached per (labels, template), so a new picture with
-//! the same words does not run the text encoder again.
+//! the same words does not run the text encoder again. Precomputed embeddings (the presets
+//! `ovseg export-web` writes) go into the same cache.
+//!
+//! Work is queued with [`Engine::start`], which returns the label map as a tensor; the caller
+//! reads it back (asynchronously on WebGPU, where a synchronous read is impossible).
 
 use std::collections::HashMap;
 
 use burn::prelude::*;
 use ovseg_model::record::model_from_bytes;
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use ovseg_model::segmentation::{
-    parse_labels, ClassEmbedder, RgbImage, SegmentOptions, TemplateSet,
+    parse_labels, prepare_image, ClassEmbedder, ImageNorm, RgbImage, SegmentOptions, TemplateSet,
 };
 use ovseg_model::text::TextTokenizer;
 use ovseg_model::{OvSegmentor, OvsegError};
 
 /// Pictures larger than this are refused before any work (the CLI's bound too).
 pub const MAX_PIXELS: usize = 100_000_000;
-/// The label map has one byte a pixel.
-const MAX_LABELS: usize = 255;
+/// The label map has one byte a pixel (background included).
+pub const MAX_LABELS: usize = 254;
 
 pub struct Request<'a> {
     pub labels: &'a str,
@@ -24,50 +30,103 @@ pub struct Request<'a> {
     pub template: &'a str,
 }
 
+/// A segmentation queued on the device.
+pub struct Pending<B: Backend> {
+    /// [H, W] label indices.
+    pub labels: Tensor<B, 2, Int>,
+    /// Names by index: "background" first when there is one.
+    pub names: Vec<String>,
+    /// Whether the text encoder ran for this request (false: cached or precomputed).
+    pub encoded_text: bool,
+}
+
 pub struct Engine<B: Backend> {
     model: OvSegmentor<B>,
     tokenizer: TextTokenizer,
+    output_dim: usize,
     classes: HashMap<(Vec<String>, TemplateSet), Tensor<B, 2>>,
     device: B::Device,
+    text_runs: usize,
 }
 
 impl<B: Backend> Engine<B> {
-    pub fn new(model_file: Vec<u8>, device: &B::Device) -> Result<Self, OvsegError> {
-        let (model, _) = model_from_bytes::<B>(model_file, "model file", device)?;
+    /// `model_file`: what `ovseg convert` or `ovseg export-web` wrote; `tokenizer`: a
+    /// HuggingFace `tokenizer.json`, or the built-in uncased BERT one.
+    pub fn new(
+        model_file: Vec<u8>,
+        tokenizer: Option<&[u8]>,
+        device: &B::Device,
+    ) -> Result<Self, OvsegError> {
+        let (model, manifest) = model_from_bytes::<B>(model_file, "model file", device)?;
+        let tokenizer = match tokenizer {
+            Some(bytes) => TextTokenizer::from_bytes(bytes)?,
+            None => TextTokenizer::bert_base_uncased(),
+        };
         Ok(Self {
             model: model.into_inference(),
-            tokenizer: TextTokenizer::bert_base_uncased(),
+            tokenizer,
+            output_dim: manifest.config.output_dim,
             classes: HashMap::new(),
             device: device.clone(),
+            text_runs: 0,
         })
+    }
+
+    /// Seeds the cache with precomputed class embeddings ([labels x output_dim], row-major).
+    pub fn add_class_embeddings(
+        &mut self,
+        labels: &str,
+        template: &str,
+        values: Vec<f32>,
+    ) -> Result<(), OvsegError> {
+        let labels = parse_labels(labels, MAX_LABELS)?;
+        let template = TemplateSet::parse(template)?;
+        if values.len() != labels.len() * self.output_dim {
+            return Err(OvsegError::Input(format!(
+                "{} embedding values for {} labels of dimension {}",
+                values.len(),
+                labels.len(),
+                self.output_dim
+            )));
+        }
+        if values.iter().any(|v| !v.is_finite()) {
+            return Err(OvsegError::Input("embeddings hold NaN or infinity".into()));
+        }
+        let t = Tensor::from_data(
+            TensorData::new(values, [labels.len(), self.output_dim]),
+            &self.device,
+        );
+        self.classes.insert((labels, template), t);
+        Ok(())
     }
 
     fn class_embeddings(
         &mut self,
         labels: Vec<String>,
         template: TemplateSet,
-    ) -> Result<Tensor<B, 2>, OvsegError> {
+    ) -> Result<(Tensor<B, 2>, bool), OvsegError> {
         let key = (labels, template);
         if let Some(t) = self.classes.get(&key) {
-            return Ok(t.clone());
+            return Ok((t.clone(), false));
         }
         let t = ClassEmbedder::new(&self.tokenizer, template).embed(
             &self.model,
             &key.0,
             &self.device,
         )?;
+        self.text_runs += 1;
         self.classes.insert(key, t.clone());
-        Ok(t)
+        Ok((t, true))
     }
 
-    /// Label indices, one byte a pixel, of an RGBA picture (alpha ignored).
-    pub fn segment_rgba(
+    /// Queues the segmentation of an RGBA picture (alpha ignored).
+    pub fn start(
         &mut self,
         rgba: &[u8],
         width: usize,
         height: usize,
         request: &Request,
-    ) -> Result<Vec<u8>, OvsegError> {
+    ) -> Result<Pending<B>, OvsegError> {
         if width == 0 || height == 0 || width.saturating_mul(height) > MAX_PIXELS {
             return Err(OvsegError::Input(format!(
                 "picture size {width}x{height} is out of range"
@@ -87,7 +146,14 @@ impl<B: Backend> Engine<B> {
         }
         let labels = parse_labels(request.labels, MAX_LABELS)?;
         let template = TemplateSet::parse(request.template)?;
-        let classes = self.class_embeddings(labels, template)?;
+        let names: Vec<String> = if request.background {
+            std::iter::once("background".to_string())
+                .chain(labels.iter().cloned())
+                .collect()
+        } else {
+            labels.clone()
+        };
+        let (classes, encoded_text) = self.class_embeddings(labels, template)?;
         let rgb: Vec<u8> = rgba
             .chunks_exact(4)
             .flat_map(|p| [p[0], p[1], p[2]])
@@ -97,15 +163,78 @@ impl<B: Backend> Engine<B> {
             bg_thresh: request.background.then_some(request.bg_thresh),
             ..Default::default()
         };
-        let labels = self
-            .model
-            .segment(&picture, classes, &options)
-            .label_values();
-        Ok(labels.into_iter().map(|v| v as u8).collect())
+        let labels = self.model.segment(&picture, classes, &options).labels;
+        Ok(Pending {
+            labels,
+            names,
+            encoded_text,
+        })
+    }
+
+    /// Queues the raw group map: the whole picture squashed to one window, each pixel's
+    /// strongest group (the soft assignment resized bilinearly, as segmentation does). Returns
+    /// [side, side] group indices and the number of groups.
+    pub fn start_groups(
+        &self,
+        rgba: &[u8],
+        width: usize,
+        height: usize,
+    ) -> Result<(Tensor<B, 2, Int>, usize), OvsegError> {
+        if width == 0 || height == 0 || width.saturating_mul(height) > MAX_PIXELS
+            || rgba.len() != width * height * 4
+        {
+            return Err(OvsegError::Input(format!(
+                "{} RGBA bytes for a {width}x{height} picture",
+                rgba.len()
+            )));
+        }
+        let rgb: Vec<u8> = rgba
+            .chunks_exact(4)
+            .flat_map(|p| [p[0], p[1], p[2]])
+            .collect();
+        let picture = RgbImage::new(width, height, rgb)?;
+        let side = SegmentOptions::default().window;
+        let image = prepare_image::<B>(&picture, (side, side), ImageNorm::default(), &self.device);
+        let out = self.model.img_encoder.forward(image, false);
+        let [gh, gw] = out.grid;
+        let groups = out.segments.dims()[1];
+        let attention = out.assignment.soft.reshape([1, groups, gh, gw]);
+        let resized = interpolate(
+            attention,
+            [side, side],
+            InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(false),
+        );
+        Ok((resized.argmax(1).reshape([side, side]), groups))
+    }
+
+    /// [`Engine::start`] and a synchronous read-back (native and CPU backends).
+    pub fn segment_rgba(
+        &mut self,
+        rgba: &[u8],
+        width: usize,
+        height: usize,
+        request: &Request,
+    ) -> Result<Vec<u8>, OvsegError> {
+        let pending = self.start(rgba, width, height, request)?;
+        label_bytes(pending.labels.into_data())
     }
 
     /// How many label sets have cached embeddings.
     pub fn cached_label_sets(&self) -> usize {
         self.classes.len()
     }
+
+    /// How many times the text encoder ran.
+    pub fn text_encoder_runs(&self) -> usize {
+        self.text_runs
+    }
+}
+
+/// A read-back label map as one byte a pixel.
+pub fn label_bytes(data: TensorData) -> Result<Vec<u8>, OvsegError> {
+    let values: Vec<i64> = data
+        .convert::<i64>()
+        .to_vec()
+        .map_err(|e| OvsegError::Input(format!("label map read-back: {e:?}")))?;
+    Ok(values.into_iter().map(|v| v.clamp(0, 255) as u8).collect())
 }

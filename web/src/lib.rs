@@ -1,50 +1,266 @@
-//! The JavaScript surface of ovseg (wasm-bindgen), kept to this one file: load a model file,
-//! segment RGBA pixels with comma-separated words. The work happens in [`engine`].
+//! The JavaScript surface of ovseg (wasm-bindgen), kept to this one file: load a model file on
+//! WebGPU or the CPU (Flex), segment RGBA pixels with comma-separated words, read back the label
+//! map asynchronously, and make / read segmentation links. The work happens in [`engine`] and in
+//! the model crate (`ovseg_model::share`). `www/worker.js` is the only caller.
 
 pub mod engine;
 
-use wasm_bindgen::prelude::*;
+#[cfg(target_arch = "wasm32")]
+pub use bindings::*;
 
-use engine::{Engine, Request};
+#[cfg(target_arch = "wasm32")]
+mod bindings {
+    use std::cell::Cell;
 
-type Cpu = burn::backend::NdArray;
+    use burn::backend::wgpu::{graphics, init_setup_async, WgpuDevice};
+    use burn::backend::{Flex, Wgpu};
+    use js_sys::{Array, Object, Reflect, Uint8Array};
+    use ovseg_model::share::{Shared, SharedPicture};
+    use wasm_bindgen::prelude::*;
 
-/// A loaded model, its tokenizer and the class embeddings computed so far.
-#[wasm_bindgen]
-pub struct Segmenter {
-    engine: Engine<Cpu>,
-}
+    use crate::engine::{label_bytes, Engine, Pending, Request};
 
-#[wasm_bindgen]
-impl Segmenter {
-    /// `model`: the bytes of a file written by `ovseg convert`.
-    #[wasm_bindgen(constructor)]
-    pub fn new(model: &[u8]) -> Result<Segmenter, JsError> {
-        let engine = Engine::new(model.to_vec(), &Default::default())
-            .map_err(|e| JsError::new(&e.to_string()))?;
+    #[wasm_bindgen]
+    extern "C" {
+        #[wasm_bindgen(js_namespace = console, js_name = error)]
+        fn console_error(message: &str);
+    }
+
+    thread_local! {
+        static GPU_READY: Cell<bool> = const { Cell::new(false) };
+    }
+
+    fn js_err(e: impl std::fmt::Display) -> JsError {
+        JsError::new(&e.to_string())
+    }
+
+    /// Panics reach the console (and the worker's error handler) with their message.
+    #[wasm_bindgen(start)]
+    pub fn start() {
+        std::panic::set_hook(Box::new(|info| console_error(&format!("ovseg panicked: {info}"))));
+    }
+
+    enum Backed {
+        Gpu(Engine<Wgpu>),
+        Cpu(Engine<Flex>),
+    }
+
+    /// A loaded model, its tokenizer and the class embeddings computed so far.
+    #[wasm_bindgen]
+    pub struct Segmenter {
+        engine: Backed,
+    }
+
+    /// A segmentation queued on the device; [`read_labels`] waits for it.
+    #[wasm_bindgen]
+    pub struct Queued {
+        labels: QueuedLabels,
+        names: Vec<String>,
+        encoded_text: bool,
+    }
+
+    enum QueuedLabels {
+        Gpu(Pending<Wgpu>),
+        Cpu(Pending<Flex>),
+    }
+
+    /// Loads a model file (`ovseg convert` / `ovseg export-web` output) on `backend`
+    /// ("webgpu" or "cpu"). The caller checks that WebGPU has an adapter first.
+    #[wasm_bindgen]
+    pub async fn load(
+        model: Vec<u8>,
+        tokenizer: Option<Vec<u8>>,
+        backend: String,
+    ) -> Result<Segmenter, JsError> {
+        let tokenizer = tokenizer.as_deref();
+        let engine = match backend.as_str() {
+            "webgpu" => {
+                let device = WgpuDevice::default();
+                if !GPU_READY.get() {
+                    init_setup_async::<graphics::WebGpu>(&device, Default::default()).await;
+                    GPU_READY.set(true);
+                }
+                Backed::Gpu(Engine::new(model, tokenizer, &device).map_err(js_err)?)
+            }
+            "cpu" => Backed::Cpu(Engine::new(model, tokenizer, &Default::default()).map_err(js_err)?),
+            other => return Err(JsError::new(&format!("unknown backend '{other}' (webgpu or cpu)"))),
+        };
         Ok(Segmenter { engine })
     }
 
-    /// Label map (one byte a pixel, row-major; 0 = background when `background`) of an RGBA
-    /// picture, e.g. `ImageData.data`.
-    pub fn segment(
-        &mut self,
-        rgba: &[u8],
-        width: usize,
-        height: usize,
-        labels: &str,
+    #[wasm_bindgen]
+    impl Segmenter {
+        pub fn backend(&self) -> String {
+            match self.engine {
+                Backed::Gpu(_) => "webgpu".into(),
+                Backed::Cpu(_) => "cpu".into(),
+            }
+        }
+
+        /// Queues the segmentation of RGBA pixels (e.g. `ImageData.data`).
+        #[allow(clippy::too_many_arguments)]
+        pub fn start(
+            &mut self,
+            rgba: &[u8],
+            width: usize,
+            height: usize,
+            labels: &str,
+            background: bool,
+            bg_thresh: f64,
+            template: &str,
+        ) -> Result<Queued, JsError> {
+            let request = Request {
+                labels,
+                background,
+                bg_thresh,
+                template,
+            };
+            let queued = match &mut self.engine {
+                Backed::Gpu(e) => {
+                    let p = e.start(rgba, width, height, &request).map_err(js_err)?;
+                    (p.names.clone(), p.encoded_text, QueuedLabels::Gpu(p))
+                }
+                Backed::Cpu(e) => {
+                    let p = e.start(rgba, width, height, &request).map_err(js_err)?;
+                    (p.names.clone(), p.encoded_text, QueuedLabels::Cpu(p))
+                }
+            };
+            Ok(Queued {
+                names: queued.0,
+                encoded_text: queued.1,
+                labels: queued.2,
+            })
+        }
+
+        /// Queues the raw group map of a picture (see `Engine::start_groups`); its names are
+        /// "group 1".."group G" and its label map is window-sized (448x448).
+        pub fn start_groups(&self, rgba: &[u8], width: usize, height: usize) -> Result<Queued, JsError> {
+            let (labels, groups) = match &self.engine {
+                Backed::Gpu(e) => {
+                    let (t, g) = e.start_groups(rgba, width, height).map_err(js_err)?;
+                    (QueuedLabels::Gpu(Pending { labels: t, names: vec![], encoded_text: false }), g)
+                }
+                Backed::Cpu(e) => {
+                    let (t, g) = e.start_groups(rgba, width, height).map_err(js_err)?;
+                    (QueuedLabels::Cpu(Pending { labels: t, names: vec![], encoded_text: false }), g)
+                }
+            };
+            Ok(Queued {
+                labels,
+                names: (1..=groups).map(|g| format!("group {g}")).collect(),
+                encoded_text: false,
+            })
+        }
+
+        /// Precomputed class embeddings ([labels x output_dim] f32) for a label list.
+        pub fn add_class_embeddings(
+            &mut self,
+            labels: &str,
+            template: &str,
+            values: Vec<f32>,
+        ) -> Result<(), JsError> {
+            match &mut self.engine {
+                Backed::Gpu(e) => e.add_class_embeddings(labels, template, values),
+                Backed::Cpu(e) => e.add_class_embeddings(labels, template, values),
+            }
+            .map_err(js_err)
+        }
+
+        pub fn text_encoder_runs(&self) -> usize {
+            match &self.engine {
+                Backed::Gpu(e) => e.text_encoder_runs(),
+                Backed::Cpu(e) => e.text_encoder_runs(),
+            }
+        }
+    }
+
+    #[wasm_bindgen]
+    impl Queued {
+        /// Label names by index ("background" first when enabled).
+        pub fn names(&self) -> Vec<String> {
+            self.names.clone()
+        }
+
+        /// Whether the text encoder ran (false: embeddings were cached or precomputed).
+        pub fn encoded_text(&self) -> bool {
+            self.encoded_text
+        }
+    }
+
+    /// Waits for a queued segmentation: one byte a pixel, row-major.
+    #[wasm_bindgen]
+    pub async fn read_labels(queued: Queued) -> Result<Vec<u8>, JsError> {
+        let data = match queued.labels {
+            QueuedLabels::Gpu(p) => p.labels.into_data_async().await,
+            QueuedLabels::Cpu(p) => p.labels.into_data_async().await,
+        }
+        .map_err(|e| JsError::new(&format!("reading the label map: {e:?}")))?;
+        label_bytes(data).map_err(js_err)
+    }
+
+    /// A segmentation link (see `ovseg_model::share`). `labels`: the words without background;
+    /// the picture is `image_url` or an embedded `jpeg`, or neither.
+    #[wasm_bindgen]
+    #[allow(clippy::too_many_arguments)]
+    pub fn share_link(
+        base: &str,
+        labels: Vec<String>,
         background: bool,
         bg_thresh: f64,
-        template: &str,
-    ) -> Result<Vec<u8>, JsError> {
-        let request = Request {
+        template: String,
+        model: String,
+        width: usize,
+        height: usize,
+        mask: Vec<u8>,
+        image_url: Option<String>,
+        jpeg: Option<Vec<u8>>,
+    ) -> Result<String, JsError> {
+        let picture = match (image_url, jpeg) {
+            (Some(url), _) => SharedPicture::Url(url),
+            (None, Some(bytes)) => SharedPicture::Jpeg(bytes),
+            (None, None) => SharedPicture::None,
+        };
+        Shared {
             labels,
             background,
             bg_thresh,
             template,
+            model,
+            width,
+            height,
+            mask,
+            picture,
+        }
+        .to_link(base)
+        .map_err(js_err)
+    }
+
+    /// Reads a segmentation link into `{labels, background, bgThresh, template, model, width,
+    /// height, mask, imageUrl, jpeg}`; a damaged or hostile link is an Error with a message.
+    #[wasm_bindgen]
+    pub fn share_read(link: &str) -> Result<Object, JsError> {
+        let s = Shared::from_link(link).map_err(js_err)?;
+        let o = Object::new();
+        let set = |k: &str, v: JsValue| Reflect::set(&o, &k.into(), &v).map(|_| ());
+        let labels: Array = s.labels.iter().map(|l| JsValue::from_str(l)).collect();
+        let (url, jpeg) = match s.picture {
+            SharedPicture::Url(u) => (JsValue::from_str(&u), JsValue::NULL),
+            SharedPicture::Jpeg(b) => (JsValue::NULL, Uint8Array::from(b.as_slice()).into()),
+            SharedPicture::None => (JsValue::NULL, JsValue::NULL),
         };
-        self.engine
-            .segment_rgba(rgba, width, height, &request)
-            .map_err(|e| JsError::new(&e.to_string()))
+        (|| {
+            set("labels", labels.into())?;
+            set("background", s.background.into())?;
+            set("bgThresh", s.bg_thresh.into())?;
+            set("template", JsValue::from_str(&s.template))?;
+            set("model", JsValue::from_str(&s.model))?;
+            set("width", (s.width as u32).into())?;
+            set("height", (s.height as u32).into())?;
+            set("mask", Uint8Array::from(s.mask.as_slice()).into())?;
+            set("imageUrl", url)?;
+            set("jpeg", jpeg)
+        })()
+        .map_err(|_| JsError::new("cannot build the link's object"))?;
+        Ok(o)
     }
 }

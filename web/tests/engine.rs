@@ -32,7 +32,7 @@ fn engine_reproduces_the_reference_label_map_and_caches_words() {
     )
     .unwrap();
     let bytes = model_to_bytes(model.into_inference(), &config, Precision::Full).unwrap();
-    let mut engine = Engine::<NdArray>::new(bytes, &device).unwrap();
+    let mut engine = Engine::<NdArray>::new(bytes, None, &device).unwrap();
 
     let picture = image_rgba(&fixtures().join("seg_image.png"));
     let request = Request {
@@ -69,6 +69,54 @@ fn engine_reproduces_the_reference_label_map_and_caches_words() {
         1,
         "same words, no new text encoding"
     );
+    assert_eq!(engine.text_encoder_runs(), 1);
+
+    // Precomputed embeddings (the export's presets) are used without running the text encoder:
+    // the reference's own class embeddings give the reference label map.
+    let outputs = safetensors::SafeTensors::deserialize(&reference).unwrap();
+    let class_embedding: Vec<f32> = outputs
+        .tensor("class_embedding")
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let mut fresh = Engine::<NdArray>::new(
+        model_to_bytes(
+            ovseg_model::import::load_checkpoint::<NdArray>(
+                &fixtures().join("checkpoint.pth"),
+                &config,
+                &device,
+            )
+            .unwrap()
+            .0
+            .into_inference(),
+            &config,
+            Precision::Full,
+        )
+        .unwrap(),
+        None,
+        &device,
+    )
+    .unwrap();
+    fresh
+        .add_class_embeddings(VOC, "simple", class_embedding)
+        .unwrap();
+    let again = fresh
+        .segment_rgba(&picture.0, picture.1, picture.2, &request)
+        .unwrap();
+    assert_eq!(fresh.text_encoder_runs(), 0, "precomputed embeddings used");
+    let differing = again.iter().zip(&expected).filter(|(a, b)| a != b).count();
+    assert!(differing * 2000 <= expected.len(), "{differing} pixels differ");
+    assert!(fresh.add_class_embeddings("cat,dog", "simple", vec![0.0; 3]).is_err());
+
+    // The raw groups: the fixture model has 4 output groups; every pixel gets one, several used.
+    let (groups, count) = fresh.start_groups(&picture.0, picture.1, picture.2).unwrap();
+    assert_eq!(count, 4);
+    let map = ovseg_web::engine::label_bytes(groups.into_data()).unwrap();
+    assert_eq!(map.len(), 448 * 448);
+    let used = (0..4u8).filter(|g| map.contains(g)).count();
+    assert!(map.iter().all(|&g| g < 4) && used >= 2, "{used} groups used");
 
     let bad = Request {
         labels: "cat,,dog",

@@ -98,14 +98,22 @@ impl<B: Backend> OvSegmentor<B> {
         let affinity = groups.matmul(classes_t.clone()) * scale.clone(); // [W, G, K]
         let probs = softmax(affinity.clone(), 2);
         let image_probs = softmax(image.unsqueeze_dim::<3>(1).matmul(classes_t) * scale, 2); // [W, 1, K]
+        // The image-level filter keeps each window's top-k classes. Picked by repeated argmax
+        // and compared with 0..K rather than `topk` + `one_hot`: on WebGPU in the browser both
+        // would read the device synchronously (a CPU sort, a bounds check), which wasm cannot.
         let top = options.top_k.min(k);
-        let (_, best) = image_probs.topk_with_indices(top, 2); // [W, 1, top]
-        let keep = best
-            .one_hot::<4>(k)
-            .sum_dim(2)
-            .reshape([nw, 1, k])
-            .greater_elem(0)
-            .expand([nw, g, k]);
+        let class_ids = Tensor::<B, 1, Int>::arange(0..k as i64, &image_probs.device())
+            .reshape([1, 1, k])
+            .expand([nw, 1, k]);
+        let mut remaining = image_probs; // [W, 1, K]
+        let mut chosen = Tensor::<B, 3, Int>::zeros([nw, 1, k], &remaining.device());
+        for _ in 0..top {
+            let best = remaining.clone().argmax(2).expand([nw, 1, k]); // [W, 1, K]
+            let hit = best.equal(class_ids.clone());
+            chosen = chosen + hit.clone().int();
+            remaining = remaining.mask_fill(hit, f32::NEG_INFINITY);
+        }
+        let keep = chosen.greater_elem(0).expand([nw, g, k]);
         let filtered = softmax(affinity.mask_fill(keep.bool_not(), f32::NEG_INFINITY), 2) * probs; // [W, G, K]
 
         let foreground = filtered

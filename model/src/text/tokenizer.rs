@@ -6,6 +6,10 @@ use crate::error::OvsegError;
 /// Captions, questions, answers and entities are padded (and truncated) to this length.
 pub const CONTEXT_LENGTH: usize = 77;
 
+/// The built-in uncased BERT `tokenizer.json` (what `ovseg export-web` writes for the page).
+#[cfg(feature = "embedded-tokenizer")]
+pub const BERT_BASE_UNCASED_JSON: &str = include_str!("../../assets/bert-base-uncased-tokenizer.json");
+
 /// The uncased BERT WordPiece tokenizer (`tokenizer.json`), padding as SPEC section 2 says.
 #[derive(Clone)]
 pub struct TextTokenizer {
@@ -54,10 +58,7 @@ impl TextTokenizer {
     /// MiniLM, compiled into the crate.
     #[cfg(feature = "embedded-tokenizer")]
     pub fn bert_base_uncased() -> Self {
-        Self::from_json(include_str!(
-            "../../assets/bert-base-uncased-tokenizer.json"
-        ))
-        .expect("embedded tokenizer.json is valid")
+        Self::from_json(BERT_BASE_UNCASED_JSON).expect("embedded tokenizer.json is valid")
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, OvsegError> {

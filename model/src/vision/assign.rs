@@ -72,7 +72,16 @@ impl<B: Backend> AssignAttention<B> {
             soft.clone()
         };
         let index = choice.clone().argmax(1).squeeze_dim::<2>(1); // [B, N]
-        let one_hot: Tensor<B, 3> = index.one_hot::<3>(g).float().swap_dims(1, 2); // [B, G, N]
+        // One-hot over groups by comparison with 0..G: `one_hot`'s bounds check would read the
+        // device synchronously, which WebGPU in the browser cannot do.
+        let group_ids = Tensor::<B, 1, Int>::arange(0..g as i64, &index.device())
+            .reshape([1, g, 1])
+            .expand([b, g, n]);
+        let one_hot: Tensor<B, 3> = index
+            .unsqueeze_dim::<3>(1)
+            .expand([b, g, n])
+            .equal(group_ids)
+            .float(); // [B, G, N]
         let hard = one_hot - choice.clone().detach() + choice;
 
         let weights = hard.clone() / (hard.clone().sum_dim(2) + 1.0);

@@ -1,6 +1,7 @@
 pub mod bench;
 pub mod convert;
 pub mod eval;
+pub mod export_web;
 pub mod index;
 pub mod orchestrator;
 pub mod segment;

@@ -4,6 +4,7 @@ use anyhow::{bail, Context, Result};
 use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
 use ovseg_model::segmentation::{parse_labels, ClassEmbedder, SegmentOptions, TemplateSet};
+use ovseg_model::share::{Shared, SharedPicture};
 
 use crate::image_io::{expand_inputs, read_image, write_mask};
 use crate::model_io::write_atomically;
@@ -43,6 +44,16 @@ pub struct Args {
     /// Folder for the outputs not named explicitly: <stem>.mask.png and <stem>.overlay.png.
     #[arg(long)]
     out_dir: Option<PathBuf>,
+    /// Print a segmentation link for each picture: the page at BASE (e.g. https://host/ovseg/)
+    /// shows the result from the link alone (README "Share links").
+    #[arg(long, value_name = "BASE")]
+    share_url: Option<String>,
+    /// With --share-url: the picture's URL to put in the link instead of an embedded small JPEG.
+    #[arg(long, value_name = "URL", requires = "share_url")]
+    share_image_url: Option<String>,
+    /// With --share-url: the model's URL to put in the link (so "run again" loads it).
+    #[arg(long, value_name = "URL", requires = "share_url")]
+    share_model_url: Option<String>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -54,6 +65,13 @@ fn run_on<B: Backend>(args: &Args, device: B::Device) -> Result<()> {
         bail!("--bg-thresh {} must be between 0 and 1", args.bg_thresh);
     }
     let labels = parse_labels(&args.labels, MAX_LABELS)?;
+    if args.share_url.is_some() && labels.len() >= ovseg_model::share::MAX_LABELS {
+        bail!(
+            "a share link holds at most {} labels; {} given",
+            ovseg_model::share::MAX_LABELS - 1,
+            labels.len()
+        );
+    }
     let images = expand_inputs(&args.image)?;
     let explicit =
         args.out_mask.is_some() || args.out_overlay.is_some() || args.out_logits.is_some();
@@ -167,6 +185,29 @@ fn segment_one<B: Backend>(
         write_logits(p, result.logits)?;
     }
 
+    if let Some(base) = &args.share_url {
+        let picture = match &args.share_image_url {
+            Some(url) => SharedPicture::Url(url.clone()),
+            None => SharedPicture::Jpeg(small_jpeg(&picture)?),
+        };
+        let shared = Shared {
+            labels: if background {
+                names[1..].to_vec()
+            } else {
+                names.to_vec()
+            },
+            background,
+            bg_thresh: args.bg_thresh,
+            template: args.template.clone(),
+            model: args.share_model_url.clone().unwrap_or_default(),
+            width: w,
+            height: h,
+            mask: labels.iter().map(|&l| l as u8).collect(),
+            picture,
+        };
+        println!("{}", shared.to_link(base)?);
+    }
+
     let mut counts = vec![0usize; names.len()];
     for &l in &labels {
         counts[l as usize] += 1;
@@ -184,6 +225,27 @@ fn segment_one<B: Backend>(
         })
         .collect();
     Ok(format!("{}: {}", path.display(), shares.join(", ")))
+}
+
+/// The picture as a JPEG of at most 256 pixels a side, for embedding in a share link.
+fn small_jpeg(picture: &ovseg_model::segmentation::RgbImage) -> Result<Vec<u8>> {
+    let full = image::RgbImage::from_raw(
+        picture.width as u32,
+        picture.height as u32,
+        picture.pixels.clone(),
+    )
+    .context("picture buffer")?;
+    let scale = (256.0 / picture.width.max(picture.height) as f64).min(1.0);
+    let (w, h) = (
+        ((picture.width as f64 * scale).round() as u32).max(1),
+        ((picture.height as f64 * scale).round() as u32).max(1),
+    );
+    let small = image::imageops::resize(&full, w, h, image::imageops::FilterType::Triangle);
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 70)
+        .encode_image(&small)
+        .context("encoding the link's JPEG")?;
+    Ok(out)
 }
 
 fn write_logits<B: Backend>(path: &Path, logits: Tensor<B, 3>) -> Result<()> {

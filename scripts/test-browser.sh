@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Browser tests: build the page with trunk, serve it on 127.0.0.1 with the fixture model as its
+# demo model, and drive Debian's headless Chromium (playwright-core) on both the WebGPU path
+# (--enable-unsafe-webgpu, SwiftShader) and the CPU fallback; the label maps are compared with
+# the native CLI's. Installs what it needs once (apt chromium, npm packages, trunk,
+# wasm-bindgen-cli). Screenshots land in tests/browser/artifacts/.
+#   --bench     also print the budgets table (wasm size, bytes before the first segmentation,
+#               512x512 segmentation time on each backend)
+#   --prepare   only install the prerequisites (CI does this first)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ovseg-target}"
+export PATH="$HOME/.cargo/bin:$PATH"
+bench=0
+prepare=0
+[ "${1:-}" = "--bench" ] && bench=1
+[ "${1:-}" = "--prepare" ] && prepare=1
+fixtures="${OVSEG_FIXTURES:-../shared/fixtures}"
+tiny="$fixtures/reference-tiny"
+[ -f "$tiny/checkpoint.pth" ] || { echo "error: fixtures not found in $fixtures (set OVSEG_FIXTURES)" >&2; exit 1; }
+
+# --- prerequisites (idempotent)
+if ! command -v chromium >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+fi
+command -v node >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null; }
+(cd tests/browser && { [ -x node_modules/.bin/wasm-opt ] && [ -d node_modules/playwright-core ] || PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund >/dev/null; })
+rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+bindgen_version=$(awk '/^name = "wasm-bindgen"$/ {getline; gsub(/[^0-9.]/, ""); print; exit}' Cargo.lock)
+if ! wasm-bindgen --version 2>/dev/null | grep -q " $bindgen_version\$"; then
+  # Not --locked: the registry lacks one of its locked transitive versions.
+  cargo install wasm-bindgen-cli --version "$bindgen_version"
+fi
+if ! trunk --version 2>/dev/null | grep -q "0.21.14"; then
+  cargo install --locked trunk@0.21.14
+fi
+export PATH="$root/tests/browser/node_modules/.bin:$PATH" # wasm-opt 132 (binaryen from npm)
+[ "$prepare" = 1 ] && { echo "browser test prerequisites: ok"; exit 0; }
+
+# --- build: the page (release, wasm-opt) and the native CLI
+TRUNK_SKIP_VERSION_CHECK=true trunk build --release
+cargo build --locked -p ovseg-trainer --bin ovseg
+# OVSEG_BIN: another ovseg binary (e.g. when several checkouts share one target folder).
+ovseg="${OVSEG_BIN:-$CARGO_TARGET_DIR/debug/ovseg}"
+
+# --- the site: dist plus the fixture model as the demo model
+work=$(mktemp -d)
+server_pid=""
+cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+site="$work/site"
+cp -r dist "$site"
+mkdir -p "$site/demo"
+"$ovseg" convert --checkpoint "$tiny/checkpoint.pth" --config "$tiny/model.json" --out "$work/tiny.ovseg" >/dev/null
+cp "$work/tiny.ovseg" "$site/demo/model.ovseg"
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+base="http://127.0.0.1:$port/"
+python3 -m http.server --bind 127.0.0.1 --directory "$site" "$port" >"$work/server.log" 2>&1 &
+server_pid=$!
+for _ in $(seq 50); do curl -fs "$base" >/dev/null 2>&1 && break; sleep 0.1; done
+
+# --- the native reference: the same picture and words through the CLI, and its share link
+voc="aeroplane,bicycle,bird,boat,bottle,bus,car,cat,chair,cow,table,dog,horse,motorbike,person,plant,sheep,sofa,train,monitor"
+cli_out=$("$ovseg" segment --model "$work/tiny.ovseg" --image www/examples/astronaut.png --labels "$voc" \
+  --out-mask "$work/reference.png" --share-url "$base" --share-image-url "${base}examples/astronaut.png")
+cli_link=$(grep -o "${base}#ovseg1\.[A-Za-z0-9_-]*" <<<"$cli_out")
+hostile_out=$("$ovseg" segment --model "$work/tiny.ovseg" --image www/examples/cat.png \
+  --labels "<img src=x onerror=alert(1)>,dog" --no-background --out-mask "$work/hostile.png" --share-url "$base")
+hostile_link=$(grep -o "${base}#ovseg1\.[A-Za-z0-9_-]*" <<<"$hostile_out")
+
+rm -rf tests/browser/artifacts
+status=0
+node tests/browser/run.mjs --base "$base" --reference "$work/reference.png" --cli-link "$cli_link" \
+  --hostile-link "$hostile_link" --artifacts tests/browser/artifacts \
+  $([ "$bench" = 1 ] && echo "--bench $work/bench.json") || status=$?
+
+if [ "$bench" = 1 ] && [ -f "$work/bench.json" ]; then
+  wasm_gz=$(gzip -9c dist/ovseg-web_bg.wasm | wc -c)
+  js_gz=$(cat dist/*.js dist/*.css dist/index.html | gzip -9c | wc -c)
+  model=$(stat -c %s "$site/demo/model.ovseg")
+  python3 - "$bench" "$wasm_gz" "$js_gz" "$model" "$work/bench.json" <<'EOF'
+import json, sys
+_, _, wasm_gz, js_gz, model, bench = sys.argv
+b = json.load(open(bench))
+mb = lambda n: f"{int(n) / 2**20:.2f} MB"
+print("| budget | measured |")
+print("|---|---|")
+print(f"| app wasm (gzip -9, WebGPU + CPU) | {mb(wasm_gz)} |")
+print(f"| page JS, CSS, HTML (gzip -9) | {int(js_gz) / 1024:.1f} kB |")
+print(f"| bytes before the first segmentation (app gzip + fixture model) | {mb(int(wasm_gz) + int(js_gz) + int(model))} |")
+for k in ("cpu", "webgpu"):
+    if k in b:
+        print(f"| 512x512 segmentation, {k}, headless Chromium (median of 3) | {b[k] / 1000:.2f} s |")
+if "share_512_5" in b:
+    print(f"| share link fragment, 512x512, 5 labels, embedded JPEG | {b['share_512_5']} characters |")
+EOF
+fi
+exit $status
