@@ -394,7 +394,8 @@ pub fn part_at(kind: Kind, p: [f32; 4], u: f32, v: f32) -> Option<Part> {
             body.then_some(Part::Main)
         }
         Kind::Flower => {
-            let (cu, cv) = (0.0, -0.38);
+            // Petals reach 0.34 + 0.3 beyond the centre: the top petal touches the frame.
+            let (cu, cv) = (0.0, -0.36);
             if circle(u, v, cu, cv, 0.17) {
                 return Some(Part::Second);
             }
