@@ -408,7 +408,7 @@ pub fn part_at(kind: Kind, p: [f32; 4], u: f32, v: f32) -> Option<Part> {
                     return Some(Part::Main);
                 }
             }
-            if segment(u, v, (0.0, cv), (0.0, 1.0), 0.05)
+            if segment(u, v, (0.0, cv), (0.0, 0.95), 0.05)
                 || ellipse(u, v, 0.2, 0.55, 0.24, 0.08, -0.5)
                 || (p[2] > 0.5 && ellipse(u, v, -0.2, 0.35, 0.22, 0.08, 0.5))
             {
