@@ -370,7 +370,12 @@ fn export_web_writes_a_small_model_and_the_preset_embeddings() {
     let out = dir.join("web");
     let stdout = ok(&["export-web", "--model", s(&model), "--out", s(&out)]);
     assert!(stdout.contains("classes.json"), "{stdout}");
-    for f in ["model.ovseg", "model.json", "tokenizer.json", "classes.json"] {
+    for f in [
+        "model.ovseg",
+        "model.json",
+        "tokenizer.json",
+        "classes.json",
+    ] {
         assert!(out.join(f).is_file(), "{f} written");
     }
     let full = std::fs::metadata(&model).unwrap().len();
@@ -382,7 +387,12 @@ fn export_web_writes_a_small_model_and_the_preset_embeddings() {
     assert_eq!(classes["template"], "simple");
     assert_eq!(classes["output_dim"], 32);
     let mut voc = Vec::new();
-    for (name, n) in [("voc", 20), ("context", 59), ("coco_object", 80), ("ade20k", 150)] {
+    for (name, n) in [
+        ("voc", 20),
+        ("context", 59),
+        ("coco_object", 80),
+        ("ade20k", 150),
+    ] {
         let d = &classes["datasets"][name];
         assert_eq!(d["labels"].as_array().unwrap().len(), n, "{name}");
         let bytes = base64::engine::general_purpose::STANDARD
@@ -398,7 +408,13 @@ fn export_web_writes_a_small_model_and_the_preset_embeddings() {
     }
     // The VOC preset is the reference's own class classifier (same prompts, f32 text side).
     let reference = Fixture::open(tiny_dir().join("outputs.safetensors"));
-    assert_close("class_embedding", &voc, &reference.f32s("class_embedding"), 1e-4, 1e-4);
+    assert_close(
+        "class_embedding",
+        &voc,
+        &reference.f32s("class_embedding"),
+        1e-4,
+        1e-4,
+    );
 
     // The f16 export segments the reference picture (accuracy measured against seg_pred_slide).
     let mask = dir.join("m.png");
@@ -414,10 +430,21 @@ fn export_web_writes_a_small_model_and_the_preset_embeddings() {
         s(&mask),
     ]);
     let (labels, _, _) = read_mask(&mask);
-    let expected: Vec<u32> = reference.f32s("seg_pred_slide").iter().map(|&v| v as u32).collect();
+    let expected: Vec<u32> = reference
+        .f32s("seg_pred_slide")
+        .iter()
+        .map(|&v| v as u32)
+        .collect();
     let agree = labels.iter().zip(&expected).filter(|(a, b)| a == b).count();
-    println!("f16 export: {agree} of {} pixels as the f32 reference", expected.len());
-    assert!(agree * 100 >= expected.len() * 99, "f16 export keeps {agree} of {}", expected.len());
+    println!(
+        "f16 export: {agree} of {} pixels as the f32 reference",
+        expected.len()
+    );
+    assert!(
+        agree * 100 >= expected.len() * 99,
+        "f16 export keeps {agree} of {}",
+        expected.len()
+    );
 }
 
 #[test]
@@ -447,7 +474,11 @@ fn segment_prints_a_share_link_holding_the_label_map() {
     let shared = ovseg_model::share::Shared::from_link(link).unwrap();
     let (labels, w, h) = read_mask(&mask);
     assert_eq!((shared.width, shared.height), (w as usize, h as usize));
-    assert!(shared.mask.iter().zip(&labels).all(|(&a, &b)| a as u32 == b));
+    assert!(shared
+        .mask
+        .iter()
+        .zip(&labels)
+        .all(|(&a, &b)| a as u32 == b));
     assert_eq!(shared.labels.len(), 20);
     assert!(shared.background && shared.bg_thresh == 0.95);
     assert_eq!(shared.model, "https://example.org/ovseg/demo/model.ovseg");
@@ -458,7 +489,10 @@ fn segment_prints_a_share_link_holding_the_label_map() {
         }
         other => panic!("expected an embedded JPEG, got {other:?}"),
     }
-    println!("share link for 672x448 with 20 labels and an embedded JPEG: {} characters", link.len());
+    println!(
+        "share link for 672x448 with 20 labels and an embedded JPEG: {} characters",
+        link.len()
+    );
     let e = fails(&[
         "segment",
         "--model",

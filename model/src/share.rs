@@ -100,7 +100,11 @@ impl Shared {
 
     fn validate(&self) -> Result<(), String> {
         if self.labels.is_empty() || self.labels.len() > MAX_LABELS - 1 {
-            return Err(format!("{} labels (1 to {})", self.labels.len(), MAX_LABELS - 1));
+            return Err(format!(
+                "{} labels (1 to {})",
+                self.labels.len(),
+                MAX_LABELS - 1
+            ));
         }
         let joined = self.labels.join(",");
         let parsed = parse_labels(&joined, MAX_LABELS - 1).map_err(|e| e.to_string())?;
@@ -108,7 +112,10 @@ impl Shared {
             return Err("labels must be trimmed and free of commas".into());
         }
         if !(0.0..=1.0).contains(&self.bg_thresh) {
-            return Err(format!("background threshold {} is not in [0, 1]", self.bg_thresh));
+            return Err(format!(
+                "background threshold {} is not in [0, 1]",
+                self.bg_thresh
+            ));
         }
         TemplateSet::parse(&self.template).map_err(|e| e.to_string())?;
         if !self.model.is_empty() {
@@ -117,7 +124,9 @@ impl Shared {
         if let SharedPicture::Url(url) = &self.picture {
             check_url(url, "picture")?;
         }
-        if self.width == 0 || self.height == 0 || self.width.saturating_mul(self.height) > MAX_PIXELS
+        if self.width == 0
+            || self.height == 0
+            || self.width.saturating_mul(self.height) > MAX_PIXELS
         {
             return Err(format!(
                 "picture size {}x{} (at most {MAX_PIXELS} pixels)",
@@ -266,7 +275,9 @@ impl Shared {
             (None, 0) => SharedPicture::None,
             (None, _) => {
                 if !jpeg.starts_with(&[0xFF, 0xD8]) {
-                    return Err(ShareError::Invalid("the embedded picture is not a JPEG".into()));
+                    return Err(ShareError::Invalid(
+                        "the embedded picture is not a JPEG".into(),
+                    ));
                 }
                 SharedPicture::Jpeg(jpeg.to_vec())
             }
@@ -371,8 +382,13 @@ mod tests {
         for (k, m) in mask.iter_mut().enumerate() {
             let (x, y) = (k % w, k / w);
             let cell = (x * 3 / w) + 3 * (y * 2 / h);
-            let r = ((x as f64 - w as f64 / 2.0).powi(2) + (y as f64 - h as f64 / 2.0).powi(2)).sqrt();
-            *m = if r < w as f64 / 5.0 { 1 } else { (cell % (labels + 1)) as u8 };
+            let r =
+                ((x as f64 - w as f64 / 2.0).powi(2) + (y as f64 - h as f64 / 2.0).powi(2)).sqrt();
+            *m = if r < w as f64 / 5.0 {
+                1
+            } else {
+                (cell % (labels + 1)) as u8
+            };
         }
         Shared {
             labels: (0..labels).map(|i| format!("thing {i}")).collect(),
@@ -391,7 +407,10 @@ mod tests {
     fn round_trips() {
         let s = sample(512, 512, 5);
         let link = s.to_link("https://ovseg.example/app/?x=1#old").unwrap();
-        assert!(link.starts_with("https://ovseg.example/app/?x=1#ovseg1."), "{link}");
+        assert!(
+            link.starts_with("https://ovseg.example/app/?x=1#ovseg1."),
+            "{link}"
+        );
         assert_eq!(Shared::from_link(&link).unwrap(), s);
         // Fragment alone, with or without '#'.
         let frag = s.to_fragment().unwrap();
@@ -407,13 +426,22 @@ mod tests {
 
         let mut none = sample(7, 3, 1);
         none.picture = SharedPicture::None;
-        assert_eq!(Shared::from_link(&none.to_fragment().unwrap()).unwrap(), none);
+        assert_eq!(
+            Shared::from_link(&none.to_fragment().unwrap()).unwrap(),
+            none
+        );
     }
 
     #[test]
     fn truncated_links_are_errors() {
         let frag = sample(128, 96, 4).to_fragment().unwrap();
-        for cut in [PREFIX.len(), PREFIX.len() + 1, PREFIX.len() + 10, frag.len() / 2, frag.len() - 1] {
+        for cut in [
+            PREFIX.len(),
+            PREFIX.len() + 1,
+            PREFIX.len() + 10,
+            frag.len() / 2,
+            frag.len() - 1,
+        ] {
             let e = Shared::from_link(&frag[..cut]).unwrap_err();
             assert!(
                 matches!(e, ShareError::Corrupt(_) | ShareError::Invalid(_)),
@@ -440,8 +468,14 @@ mod tests {
             Shared::from_link("#ovseg1.<script>alert(1)</script>"),
             Err(ShareError::Corrupt(m)) if m.starts_with("base64")
         ));
-        assert_eq!(Shared::from_link("https://x/#hello").unwrap_err(), ShareError::NotALink);
-        assert_eq!(Shared::from_link("#ovseg2.AAAA").unwrap_err(), ShareError::Version("2".into()));
+        assert_eq!(
+            Shared::from_link("https://x/#hello").unwrap_err(),
+            ShareError::NotALink
+        );
+        assert_eq!(
+            Shared::from_link("#ovseg2.AAAA").unwrap_err(),
+            ShareError::Version("2".into())
+        );
     }
 
     /// A payload built by hand, zlib-valid but with hostile content.
@@ -459,20 +493,34 @@ mod tests {
     #[test]
     fn hostile_content_is_refused() {
         let head = |labels: &str, w: usize, h: usize, url: &str, model: &str| {
-            format!(r#"{{"labels":{labels},"background":true,"bg_thresh":0.5,"template":"simple","model":{model},"width":{w},"height":{h},"image_url":{url},"jpeg_bytes":0}}"#)
+            format!(
+                r#"{{"labels":{labels},"background":true,"bg_thresh":0.5,"template":"simple","model":{model},"width":{w},"height":{h},"image_url":{url},"jpeg_bytes":0}}"#
+            )
         };
         let ok = forge(&head(r#"["cat"]"#, 2, 1, "null", "\"m.ovseg\""), &[1, 2]);
         assert!(Shared::from_link(&ok).is_ok());
         let cases = [
             // Oversized picture: refused before any allocation.
-            forge(&head(r#"["cat"]"#, 100_000, 100_000, "null", "\"\""), &[1, 2]),
+            forge(
+                &head(r#"["cat"]"#, 100_000, 100_000, "null", "\"\""),
+                &[1, 2],
+            ),
             // Runs longer than the picture, or label indices beyond the labels.
             forge(&head(r#"["cat"]"#, 2, 1, "null", "\"\""), &[1, 3]),
             forge(&head(r#"["cat"]"#, 2, 1, "null", "\"\""), &[7, 2]),
-            forge(&head(r#"["cat"]"#, 2, 1, "null", "\"\""), &[1, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80]),
+            forge(
+                &head(r#"["cat"]"#, 2, 1, "null", "\"\""),
+                &[1, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80],
+            ),
             // Script URLs and markup-bearing labels that are not valid label lists.
-            forge(&head(r#"["cat"]"#, 2, 1, "\"javascript:alert(1)\"", "\"\""), &[1, 2]),
-            forge(&head(r#"["cat"]"#, 2, 1, "null", "\"data:text/html,<script>\""), &[1, 2]),
+            forge(
+                &head(r#"["cat"]"#, 2, 1, "\"javascript:alert(1)\"", "\"\""),
+                &[1, 2],
+            ),
+            forge(
+                &head(r#"["cat"]"#, 2, 1, "null", "\"data:text/html,<script>\""),
+                &[1, 2],
+            ),
             forge(&head(r#"["a,b"]"#, 2, 1, "null", "\"\""), &[1, 2]),
             forge(&head(r#"[]"#, 2, 1, "null", "\"\""), &[0, 2]),
             forge(r#"{"labels":["cat"],"extra":1}"#, &[]),
@@ -484,13 +532,28 @@ mod tests {
         }
         // A zip bomb: 9 MB of zeros compress to a few kB but exceed the inflate limit.
         let bomb = miniz_oxide::deflate::compress_to_vec_zlib(&vec![0u8; 9 << 20], 9);
-        let link = format!("#{PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bomb));
-        assert!(matches!(Shared::from_link(&link), Err(ShareError::Invalid(_))));
+        let link = format!(
+            "#{PREFIX}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bomb)
+        );
+        assert!(matches!(
+            Shared::from_link(&link),
+            Err(ShareError::Invalid(_))
+        ));
         let long = format!("#{PREFIX}{}", "A".repeat(MAX_LINK_CHARS + 1));
-        assert!(matches!(Shared::from_link(&long), Err(ShareError::TooLong(_))));
+        assert!(matches!(
+            Shared::from_link(&long),
+            Err(ShareError::TooLong(_))
+        ));
         // Labels with markup are legal words: the page renders them as text.
-        let markup = forge(&head(r#"["<img src=x onerror=alert(1)>"]"#, 2, 1, "null", "\"\""), &[1, 2]);
-        assert_eq!(Shared::from_link(&markup).unwrap().labels[0], "<img src=x onerror=alert(1)>");
+        let markup = forge(
+            &head(r#"["<img src=x onerror=alert(1)>"]"#, 2, 1, "null", "\"\""),
+            &[1, 2],
+        );
+        assert_eq!(
+            Shared::from_link(&markup).unwrap().labels[0],
+            "<img src=x onerror=alert(1)>"
+        );
     }
 
     #[test]

@@ -9,9 +9,9 @@
 use std::collections::HashMap;
 
 use burn::prelude::*;
-use ovseg_model::record::model_from_bytes;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use ovseg_model::record::model_from_bytes;
 use ovseg_model::segmentation::{
     parse_labels, prepare_image, ClassEmbedder, ImageNorm, RgbImage, SegmentOptions, TemplateSet,
 };
@@ -180,7 +180,9 @@ impl<B: Backend> Engine<B> {
         width: usize,
         height: usize,
     ) -> Result<(Tensor<B, 2, Int>, usize), OvsegError> {
-        if width == 0 || height == 0 || width.saturating_mul(height) > MAX_PIXELS
+        if width == 0
+            || height == 0
+            || width.saturating_mul(height) > MAX_PIXELS
             || rgba.len() != width * height * 4
         {
             return Err(OvsegError::Input(format!(

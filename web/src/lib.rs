@@ -37,7 +37,9 @@ mod bindings {
     /// Panics reach the console (and the worker's error handler) with their message.
     #[wasm_bindgen(start)]
     pub fn start() {
-        std::panic::set_hook(Box::new(|info| console_error(&format!("ovseg panicked: {info}"))));
+        std::panic::set_hook(Box::new(|info| {
+            console_error(&format!("ovseg panicked: {info}"))
+        }));
     }
 
     enum Backed {
@@ -82,8 +84,14 @@ mod bindings {
                 }
                 Backed::Gpu(Engine::new(model, tokenizer, &device).map_err(js_err)?)
             }
-            "cpu" => Backed::Cpu(Engine::new(model, tokenizer, &Default::default()).map_err(js_err)?),
-            other => return Err(JsError::new(&format!("unknown backend '{other}' (webgpu or cpu)"))),
+            "cpu" => {
+                Backed::Cpu(Engine::new(model, tokenizer, &Default::default()).map_err(js_err)?)
+            }
+            other => {
+                return Err(JsError::new(&format!(
+                    "unknown backend '{other}' (webgpu or cpu)"
+                )))
+            }
         };
         Ok(Segmenter { engine })
     }
@@ -134,15 +142,34 @@ mod bindings {
 
         /// Queues the raw group map of a picture (see `Engine::start_groups`); its names are
         /// "group 1".."group G" and its label map is window-sized (448x448).
-        pub fn start_groups(&self, rgba: &[u8], width: usize, height: usize) -> Result<Queued, JsError> {
+        pub fn start_groups(
+            &self,
+            rgba: &[u8],
+            width: usize,
+            height: usize,
+        ) -> Result<Queued, JsError> {
             let (labels, groups) = match &self.engine {
                 Backed::Gpu(e) => {
                     let (t, g) = e.start_groups(rgba, width, height).map_err(js_err)?;
-                    (QueuedLabels::Gpu(Pending { labels: t, names: vec![], encoded_text: false }), g)
+                    (
+                        QueuedLabels::Gpu(Pending {
+                            labels: t,
+                            names: vec![],
+                            encoded_text: false,
+                        }),
+                        g,
+                    )
                 }
                 Backed::Cpu(e) => {
                     let (t, g) = e.start_groups(rgba, width, height).map_err(js_err)?;
-                    (QueuedLabels::Cpu(Pending { labels: t, names: vec![], encoded_text: false }), g)
+                    (
+                        QueuedLabels::Cpu(Pending {
+                            labels: t,
+                            names: vec![],
+                            encoded_text: false,
+                        }),
+                        g,
+                    )
                 }
             };
             Ok(Queued {

@@ -107,16 +107,26 @@ fn engine_reproduces_the_reference_label_map_and_caches_words() {
         .unwrap();
     assert_eq!(fresh.text_encoder_runs(), 0, "precomputed embeddings used");
     let differing = again.iter().zip(&expected).filter(|(a, b)| a != b).count();
-    assert!(differing * 2000 <= expected.len(), "{differing} pixels differ");
-    assert!(fresh.add_class_embeddings("cat,dog", "simple", vec![0.0; 3]).is_err());
+    assert!(
+        differing * 2000 <= expected.len(),
+        "{differing} pixels differ"
+    );
+    assert!(fresh
+        .add_class_embeddings("cat,dog", "simple", vec![0.0; 3])
+        .is_err());
 
     // The raw groups: the fixture model has 4 output groups; every pixel gets one, several used.
-    let (groups, count) = fresh.start_groups(&picture.0, picture.1, picture.2).unwrap();
+    let (groups, count) = fresh
+        .start_groups(&picture.0, picture.1, picture.2)
+        .unwrap();
     assert_eq!(count, 4);
     let map = ovseg_web::engine::label_bytes(groups.into_data()).unwrap();
     assert_eq!(map.len(), 448 * 448);
     let used = (0..4u8).filter(|g| map.contains(g)).count();
-    assert!(map.iter().all(|&g| g < 4) && used >= 2, "{used} groups used");
+    assert!(
+        map.iter().all(|&g| g < 4) && used >= 2,
+        "{used} groups used"
+    );
 
     let bad = Request {
         labels: "cat,,dog",

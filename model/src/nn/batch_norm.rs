@@ -80,7 +80,10 @@ impl<B: Backend> BatchNorm1d<B> {
 impl<B: Backend> BatchNorm1d<B> {
     /// The running statistics as they are now (mean, variance).
     pub fn running(&self) -> (Tensor<B, 1>, Tensor<B, 1>) {
-        (self.running_mean.value_sync(), self.running_var.value_sync())
+        (
+            self.running_mean.value_sync(),
+            self.running_var.value_sync(),
+        )
     }
 
     /// Puts back statistics taken with [`Self::running`] (a training step that is dropped

@@ -98,9 +98,9 @@ impl<B: Backend> OvSegmentor<B> {
         let affinity = groups.matmul(classes_t.clone()) * scale.clone(); // [W, G, K]
         let probs = softmax(affinity.clone(), 2);
         let image_probs = softmax(image.unsqueeze_dim::<3>(1).matmul(classes_t) * scale, 2); // [W, 1, K]
-        // The image-level filter keeps each window's top-k classes. Picked by repeated argmax
-        // and compared with 0..K rather than `topk` + `one_hot`: on WebGPU in the browser both
-        // would read the device synchronously (a CPU sort, a bounds check), which wasm cannot.
+                                                                                             // The image-level filter keeps each window's top-k classes. Picked by repeated argmax
+                                                                                             // and compared with 0..K rather than `topk` + `one_hot`: on WebGPU in the browser both
+                                                                                             // would read the device synchronously (a CPU sort, a bounds check), which wasm cannot.
         let top = options.top_k.min(k);
         let class_ids = Tensor::<B, 1, Int>::arange(0..k as i64, &image_probs.device())
             .reshape([1, 1, k])

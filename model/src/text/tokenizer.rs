@@ -8,7 +8,8 @@ pub const CONTEXT_LENGTH: usize = 77;
 
 /// The built-in uncased BERT `tokenizer.json` (what `ovseg export-web` writes for the page).
 #[cfg(feature = "embedded-tokenizer")]
-pub const BERT_BASE_UNCASED_JSON: &str = include_str!("../../assets/bert-base-uncased-tokenizer.json");
+pub const BERT_BASE_UNCASED_JSON: &str =
+    include_str!("../../assets/bert-base-uncased-tokenizer.json");
 
 /// The uncased BERT WordPiece tokenizer (`tokenizer.json`), padding as SPEC section 2 says.
 #[derive(Clone)]

@@ -72,8 +72,8 @@ impl<B: Backend> AssignAttention<B> {
             soft.clone()
         };
         let index = choice.clone().argmax(1).squeeze_dim::<2>(1); // [B, N]
-        // One-hot over groups by comparison with 0..G: `one_hot`'s bounds check would read the
-        // device synchronously, which WebGPU in the browser cannot do.
+                                                                  // One-hot over groups by comparison with 0..G: `one_hot`'s bounds check would read the
+                                                                  // device synchronously, which WebGPU in the browser cannot do.
         let group_ids = Tensor::<B, 1, Int>::arange(0..g as i64, &index.device())
             .reshape([1, g, 1])
             .expand([b, g, n]);

@@ -43,19 +43,28 @@ pub fn run(args: Args) -> Result<()> {
     let device = Default::default();
     let (model, config) = load_model::<Cpu>(&args.model, args.config.as_deref(), &device)?;
     let tokenizer_json = match &args.tokenizer {
-        Some(path) => std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
-        None => ovseg_model::text::tokenizer::BERT_BASE_UNCASED_JSON.as_bytes().to_vec(),
+        Some(path) => {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?
+        }
+        None => ovseg_model::text::tokenizer::BERT_BASE_UNCASED_JSON
+            .as_bytes()
+            .to_vec(),
     };
-    let tokenizer = ovseg_model::text::TextTokenizer::from_bytes(&tokenizer_json)
-        .context("tokenizer")?;
+    let tokenizer =
+        ovseg_model::text::TextTokenizer::from_bytes(&tokenizer_json).context("tokenizer")?;
     let template = TemplateSet::parse(&args.template)?;
     let model = model.into_inference();
 
     let mut datasets = serde_json::Map::new();
     for name in PRESETS {
         let vocab = Vocab::get().dataset(name)?;
-        let labels: Vec<String> = vocab.foreground().iter().map(|c| c.trim().to_string()).collect();
-        let embeddings = ClassEmbedder::new(&tokenizer, template).embed(&model, &labels, &device)?;
+        let labels: Vec<String> = vocab
+            .foreground()
+            .iter()
+            .map(|c| c.trim().to_string())
+            .collect();
+        let embeddings =
+            ClassEmbedder::new(&tokenizer, template).embed(&model, &labels, &device)?;
         let values: Vec<f32> = embeddings
             .into_data()
             .convert::<f32>()
@@ -93,7 +102,11 @@ pub fn run(args: Args) -> Result<()> {
         &args.out.join("classes.json"),
         serde_json::to_string(&classes)?.as_bytes(),
     )?;
-    let size = |f: &str| std::fs::metadata(args.out.join(f)).map(|m| m.len()).unwrap_or(0);
+    let size = |f: &str| {
+        std::fs::metadata(args.out.join(f))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
     println!(
         "wrote {}: model.ovseg ({} bytes, {}, inference only), model.json, tokenizer.json ({} bytes), classes.json ({} bytes; {})",
         args.out.display(),
