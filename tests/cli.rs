@@ -5,25 +5,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use common::*;
 
 const VOC: &str = "aeroplane,bicycle,bird,boat,bottle,bus,car,cat,chair,cow,table,dog,horse,motorbike,person,plant,sheep,sofa,train,monitor";
-
-fn ovseg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ovseg"))
-        .args(args)
-        .output()
-        .expect("ovseg runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = ovseg(args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "ovseg {args:?} failed: {stderr}");
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
 
 /// Runs a command that must fail and returns its one-line reason.
 fn fails(args: &[&str]) -> String {

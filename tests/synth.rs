@@ -7,27 +7,9 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use common::*;
 use ovseg_model::data::entities::EntityVocab;
-
-fn ovseg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ovseg"))
-        .args(args)
-        .output()
-        .expect("ovseg runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = ovseg(args);
-    assert!(
-        out.status.success(),
-        "ovseg {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
 
 const SIZE: u32 = 96;
 

@@ -5,24 +5,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-fn ovseg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ovseg"))
-        .args(args)
-        .output()
-        .expect("ovseg runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = ovseg(args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "ovseg {args:?} failed: {stderr}");
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
 
 const KINDS: [(&str, [u8; 3]); 6] = [
     ("dog", [200, 60, 40]),

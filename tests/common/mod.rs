@@ -207,3 +207,19 @@ pub fn relative_l2(actual: &[f32], expected: &[f32]) -> f32 {
     let norm: f64 = expected.iter().map(|b| (*b as f64).powi(2)).sum();
     (diff.sqrt() / norm.sqrt().max(1e-30)) as f32
 }
+
+/// Runs the `ovseg` binary built for these tests.
+pub fn ovseg(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ovseg"))
+        .args(args)
+        .output()
+        .expect("ovseg runs")
+}
+
+/// Runs `ovseg` and returns its standard output, failing the test with its stderr otherwise.
+pub fn ok(args: &[&str]) -> String {
+    let out = ovseg(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "ovseg {args:?} failed: {stderr}");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}

@@ -224,26 +224,35 @@ fn run_on<B: Backend>(args: Args, devices: Vec<B::Device>) -> Result<()> {
         resume: args.resume,
         show_progress: !args.quiet,
     };
-    let mut eval_hook = config.eval.clone().map(|spec| {
-        let tokenizer = tokenizer.clone();
-        let device = device.clone();
-        move |model: &[u8], step: usize| -> Result<f64> {
-            let layout = Layout::parse(&spec.dataset)?;
+    // The evaluation folder is read once, here, so a wrong path fails before training starts.
+    let eval_data = match &config.eval {
+        Some(spec) => {
             let classes = match &spec.classes {
                 Some(c) => Some(crate::eval::datasets::read_class_list(c)?),
                 None => None,
             };
-            let dataset = Dataset::open(layout, &spec.root, classes, None)?;
+            let layout = Layout::parse(&spec.dataset)?;
+            Some((
+                spec.clone(),
+                Dataset::open(layout, &spec.root, classes, None)?,
+            ))
+        }
+        None => None,
+    };
+    let mut eval_hook = eval_data.map(|(spec, dataset)| {
+        let tokenizer = tokenizer.clone();
+        let device = device.clone();
+        let options = EvalOptions {
+            template: ovseg_model::segmentation::TemplateSet::Simple,
+            limit: spec.limit,
+            save_pred: None,
+        };
+        move |model: &[u8], step: usize| -> Result<f64> {
             let (model, _) = ovseg_model::record::model_from_bytes::<B>(
                 model.to_vec(),
                 "the training model",
                 &device,
             )?;
-            let options = EvalOptions {
-                template: ovseg_model::segmentation::TemplateSet::Simple,
-                limit: spec.limit,
-                save_pred: None,
-            };
             let report = evaluate(
                 &model,
                 &tokenizer,
