@@ -8,7 +8,7 @@ use burn::backend::{Autodiff, Flex, NdArray};
 use burn::prelude::*;
 use common::*;
 use ovseg_model::import::load_checkpoint;
-use ovseg_model::losses::{CrossPair, LocalGather, LossOptions, TrainBatch};
+use ovseg_model::losses::{CrossPair, LocalGather, LossOptions, TextInput, TrainBatch};
 use ovseg_model::segmentation::{ClassEmbedder, SegmentOptions, TemplateSet};
 use ovseg_model::text::TextTokenizer;
 use ovseg_model::{OvSegmentor, OvsegConfig};
@@ -178,7 +178,7 @@ fn tokenizer_pads_captions_to_77() {
 
 fn train_batch<Bk: Backend>(inp: &Fixture, device: &Bk::Device) -> TrainBatch<Bk> {
     let pair = |n: &str| {
-        (
+        TextInput::Tokens(
             inp.int::<Bk, 2>(&format!("{n}_ids"), device),
             inp.int::<Bk, 2>(&format!("{n}_mask"), device),
         )
@@ -192,6 +192,51 @@ fn train_batch<Bk: Backend>(inp: &Fixture, device: &Bk::Device) -> TrainBatch<Bk
             images: inp.float("cross_image", device),
             entity: pair("cross_entity"),
         }),
+    }
+}
+
+/// A frozen text encoder's outputs are computed once and handed to the step already encoded
+/// (the trainer's text cache): the losses must be the reference's all the same.
+#[test]
+fn losses_from_pre_encoded_texts_equal_the_reference() {
+    let device = Default::default();
+    let m = model::<B>(&device);
+    let (inp, out) = (inputs(), outputs());
+    let mut batch = train_batch::<B>(&inp, &device);
+    let encode = |text: &TextInput<B>, cls_only: bool| {
+        let hidden = text.hidden(&m.text_encoder);
+        let [b, _, h] = hidden.dims();
+        TextInput::Encoded(if cls_only {
+            hidden.slice([0..b, 0..1, 0..h])
+        } else {
+            hidden
+        })
+    };
+    batch.caption = encode(&batch.caption, true);
+    batch.question = encode(&batch.question, false);
+    batch.answer = encode(&batch.answer, true);
+    let cross = batch.cross.as_mut().unwrap();
+    cross.entity = encode(&cross.entity, true);
+    let losses = m
+        .losses(
+            &batch,
+            &LossOptions {
+                training: false,
+                gather: &LocalGather,
+            },
+        )
+        .unwrap();
+    for (name, value) in [
+        ("loss_matching", losses.matching),
+        ("loss_entity", losses.entity),
+        ("loss_mask", losses.mask.unwrap()),
+        ("loss_total", losses.total),
+    ] {
+        let (value, expected) = (values(value)[0], out.f32s(name)[0]);
+        assert!(
+            ((value - expected) / expected).abs() <= 1e-4,
+            "{name}: {value} vs reference {expected}"
+        );
     }
 }
 

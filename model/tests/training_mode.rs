@@ -41,12 +41,12 @@ fn training_step_has_finite_losses_and_gradients_everywhere() {
         |b| Tensor::<AB, 4>::random([b, 3, 224, 224], Distribution::Normal(0.0, 1.0), &device);
     let batch = TrainBatch {
         images: images(3),
-        caption: tokens(&device, 3),
-        question: tokens(&device, 3),
-        answer: tokens(&device, 3),
+        caption: tokens(&device, 3).into(),
+        question: tokens(&device, 3).into(),
+        answer: tokens(&device, 3).into(),
         cross: Some(CrossPair {
             images: images(3),
-            entity: tokens(&device, 3),
+            entity: tokens(&device, 3).into(),
         }),
     };
     let running_before = model.img_projector.norm.running_mean.value().into_data();

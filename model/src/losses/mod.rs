@@ -9,4 +9,4 @@ pub use crate::nn::{GatherAll, LocalGather};
 pub use contrastive::contrastive_loss;
 pub use hungarian::min_cost_assignment;
 pub use mask_consistency::{mask_consistency_loss, MaskLossInputs};
-pub use step::{CrossPair, LossOptions, Losses, TrainBatch, ENTITY_WEIGHT, MASK_WEIGHT};
+pub use step::{CrossPair, LossOptions, Losses, TextInput, TrainBatch, ENTITY_WEIGHT, MASK_WEIGHT};

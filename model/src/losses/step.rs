@@ -4,19 +4,21 @@ use super::{contrastive_loss, mask_consistency_loss, GatherAll, MaskLossInputs};
 use crate::error::OvsegError;
 use crate::model::OvSegmentor;
 use crate::nn::BatchStats;
+use crate::text::TextEncoder;
 
 /// Weight of the masked-entity loss.
 pub const ENTITY_WEIGHT: f64 = 1.0;
 /// Weight of the cross-image mask-consistency loss (stage 2).
 pub const MASK_WEIGHT: f64 = 0.1;
 
-/// One training batch, already tokenised (ids and masks [B, 77]) and normalised.
+/// One training batch: normalised images and texts, each tokenised or already encoded.
 #[derive(Debug, Clone)]
 pub struct TrainBatch<B: Backend> {
     pub images: Tensor<B, 4>,
-    pub caption: (Tensor<B, 2, Int>, Tensor<B, 2, Int>),
-    pub question: (Tensor<B, 2, Int>, Tensor<B, 2, Int>),
-    pub answer: (Tensor<B, 2, Int>, Tensor<B, 2, Int>),
+    pub caption: TextInput<B>,
+    /// Every token of the question enters the multimodal block: encoded, it is [B, 77, hidden].
+    pub question: TextInput<B>,
+    pub answer: TextInput<B>,
     /// Stage 2: the partner images and "A photo of <shared entity>".
     pub cross: Option<CrossPair<B>>,
 }
@@ -24,7 +26,46 @@ pub struct TrainBatch<B: Backend> {
 #[derive(Debug, Clone)]
 pub struct CrossPair<B: Backend> {
     pub images: Tensor<B, 4>,
-    pub entity: (Tensor<B, 2, Int>, Tensor<B, 2, Int>),
+    pub entity: TextInput<B>,
+}
+
+/// A text of the training step as the text encoder takes it, or as a frozen text encoder
+/// already turned it into hidden states (cached per text by the trainer, so a frozen encoder
+/// is not run again on a text it has seen).
+#[derive(Debug, Clone)]
+pub enum TextInput<B: Backend> {
+    /// Token ids and attention mask, [B, L] each.
+    Tokens(Tensor<B, 2, Int>, Tensor<B, 2, Int>),
+    /// The encoder's last hidden state [B, L, hidden]; L may be 1 (the [CLS] row alone) where
+    /// only the text embedding is read.
+    Encoded(Tensor<B, 3>),
+}
+
+impl<B: Backend> From<(Tensor<B, 2, Int>, Tensor<B, 2, Int>)> for TextInput<B> {
+    fn from((ids, mask): (Tensor<B, 2, Int>, Tensor<B, 2, Int>)) -> Self {
+        Self::Tokens(ids, mask)
+    }
+}
+
+impl<B: Backend> TextInput<B> {
+    /// The last hidden state [B, L, hidden].
+    pub fn hidden(&self, encoder: &TextEncoder<B>) -> Tensor<B, 3> {
+        match self {
+            Self::Tokens(ids, mask) => encoder.forward(ids.clone(), mask.clone()),
+            Self::Encoded(hidden) => hidden.clone(),
+        }
+    }
+
+    /// The [CLS] hidden state [B, hidden], the text embedding before projection.
+    pub fn cls(&self, encoder: &TextEncoder<B>) -> Tensor<B, 2> {
+        match self {
+            Self::Tokens(ids, mask) => encoder.forward_cls(ids.clone(), mask.clone()),
+            Self::Encoded(hidden) => {
+                let [b, _, h] = hidden.dims();
+                hidden.clone().slice([0..b, 0..1, 0..h]).reshape([b, h])
+            }
+        }
+    }
 }
 
 /// How to run the step: `training` switches Gumbel noise, drop-path and BatchNorm batch
@@ -72,11 +113,9 @@ impl<B: Backend> OvSegmentor<B> {
         } else {
             BatchStats::Running
         };
-        let encode_text = |(ids, mask): &(Tensor<B, 2, Int>, Tensor<B, 2, Int>)| {
-            self.text_projector.forward_with(
-                self.text_encoder.forward_cls(ids.clone(), mask.clone()),
-                stats,
-            )
+        let encode_text = |text: &TextInput<B>| {
+            self.text_projector
+                .forward_with(text.cls(&self.text_encoder), stats)
         };
 
         let image = self.img_encoder.forward(batch.images.clone(), training);
@@ -84,9 +123,7 @@ impl<B: Backend> OvSegmentor<B> {
         let caption = encode_text(&batch.caption);
         let matching = contrastive_loss(image_x, caption, scale.clone(), options.gather);
 
-        let question = self
-            .text_encoder
-            .forward(batch.question.0.clone(), batch.question.1.clone());
+        let question = batch.question.hidden(&self.text_encoder);
         let question = match &self.align_proj_text {
             Some(p) => p.forward(question),
             None => question,
