@@ -246,6 +246,7 @@ fn run_on<B: Backend>(args: Args, devices: Vec<B::Device>) -> Result<()> {
             template: ovseg_model::segmentation::TemplateSet::Simple,
             limit: spec.limit,
             save_pred: None,
+            window: None,
         };
         move |model: &[u8], step: usize| -> Result<f64> {
             let (model, _) = ovseg_model::record::model_from_bytes::<B>(
@@ -357,6 +358,9 @@ fn data_source(args: &Args, config: &TrainConfig, devices: usize) -> Result<Load
     };
     let mut data_config = DataConfig::new(stage, config.global_batch(devices), config.seed);
     data_config.image_size = config.image_size;
+    if let Some(augmentation) = config.augment {
+        data_config.augmentation = augmentation;
+    }
     data_config.prefetch = config.prefetch.max(1);
     if config.workers > 0 {
         data_config.workers = config.workers;

@@ -13,6 +13,7 @@ use image::imageops;
 use image::{Rgb, RgbImage};
 use rand::Rng;
 use rand_distr::{Distribution, Normal, StandardNormal};
+use serde::{Deserialize, Serialize};
 
 /// ImageNet mean and std on RGB 0-255.
 pub const MEAN: [f32; 3] = [123.675, 116.28, 103.53];
@@ -24,6 +25,53 @@ pub const FILL: [u8; 3] = [124, 116, 104];
 pub enum Stage {
     One,
     Two,
+}
+
+/// What training does to a picture. [`Augmentation::paper`] gives the reference's for each
+/// stage; a recipe can set its own (a small world of small pictures loses its objects to crops
+/// of 8% of the area).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Augmentation {
+    /// Area fraction range of the random resized crop.
+    pub crop_scale: (f64, f64),
+    /// RandAugment m9, mstd 0.5.
+    pub rand_augment: bool,
+    /// Probability of random erasing.
+    pub erasing: f64,
+}
+
+impl Augmentation {
+    pub fn paper(stage: Stage) -> Self {
+        match stage {
+            Stage::One => Self {
+                crop_scale: (0.08, 1.0),
+                rand_augment: true,
+                erasing: 0.25,
+            },
+            Stage::Two => Self {
+                crop_scale: (0.4, 1.0),
+                rand_augment: false,
+                erasing: 0.0,
+            },
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let (lo, hi) = self.crop_scale;
+        if !(0.0 < lo && lo <= hi && hi <= 1.0) {
+            return Err(format!(
+                "crop_scale ({lo}, {hi}) must satisfy 0 < low <= high <= 1"
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.erasing) {
+            return Err(format!(
+                "erasing {} must be a probability in [0, 1]",
+                self.erasing
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A rectangle of an image: left, top, width, height in pixels.
@@ -38,25 +86,33 @@ pub struct Rect {
 /// The full training transform of one picture: normalised CHW floats, `size` x `size`.
 pub fn train_transform<R: Rng + ?Sized>(
     img: &RgbImage,
-    stage: Stage,
+    augmentation: &Augmentation,
     size: u32,
     rng: &mut R,
 ) -> Vec<f32> {
-    let scale = match stage {
-        Stage::One => (0.08, 1.0),
-        Stage::Two => (0.4, 1.0),
-    };
-    let rect = random_resized_crop_rect(img.width(), img.height(), scale, (0.75, 4.0 / 3.0), rng);
+    let rect = random_resized_crop_rect(
+        img.width(),
+        img.height(),
+        augmentation.crop_scale,
+        (0.75, 4.0 / 3.0),
+        rng,
+    );
     let mut out = resized_crop(img, rect, size);
     if rng.random::<f64>() < 0.5 {
         out = imageops::flip_horizontal(&out);
     }
-    if stage == Stage::One {
+    if augmentation.rand_augment {
         out = RandAugment::default().apply(&out, rng);
     }
     let mut pixels = normalize(&out);
-    if stage == Stage::One {
-        random_erasing(&mut pixels, size as usize, size as usize, 0.25, rng);
+    if augmentation.erasing > 0.0 {
+        random_erasing(
+            &mut pixels,
+            size as usize,
+            size as usize,
+            augmentation.erasing,
+            rng,
+        );
     }
     pixels
 }
@@ -776,8 +832,14 @@ mod tests {
         assert_eq!(a.dimensions(), (64, 48));
         let differs = (0..20u64).any(|s| ra.apply(&img, &mut ChaCha8Rng::seed_from_u64(s)) != img);
         assert!(differs, "some seed must change the picture");
-        let full =
-            |seed| train_transform(&img, Stage::One, 32, &mut ChaCha8Rng::seed_from_u64(seed));
+        let full = |seed| {
+            train_transform(
+                &img,
+                &Augmentation::paper(Stage::One),
+                32,
+                &mut ChaCha8Rng::seed_from_u64(seed),
+            )
+        };
         assert_eq!(full(5), full(5));
         assert_eq!(full(5).len(), 3 * 32 * 32);
         assert_ne!(full(5), full(6));

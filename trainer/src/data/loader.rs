@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use ovseg_model::data::entities::EntityVocab;
 use ovseg_model::segmentation::TemplateSet;
 
-pub use super::augment::Stage;
+pub use super::augment::{Augmentation, Stage};
 use super::index::{build_index, EntityIndex};
 use super::sample::{rng_for, ImageSource, Job, Purpose, Recipe, Sample};
 use super::shards::feed_shards;
@@ -30,6 +30,8 @@ pub struct DataConfig {
     /// Side of the square training crop (224).
     pub image_size: usize,
     pub stage: Stage,
+    /// Of the training picture (partners get stage 2's).
+    pub augmentation: Augmentation,
     pub seed: u64,
     /// Threads decoding and augmenting pictures.
     pub workers: usize,
@@ -44,12 +46,13 @@ pub struct DataConfig {
 }
 
 impl DataConfig {
-    /// 224-pixel crops, one worker per core, 2 batches prefetched, a 1000-sample shuffle
-    /// buffer and 16 partners per entity.
+    /// 224-pixel crops with the paper's augmentation, one worker per core, 2 batches
+    /// prefetched, a 1000-sample shuffle buffer and 16 partners per entity.
     pub fn new(stage: Stage, batch_size: usize, seed: u64) -> Self {
         Self {
             image_size: 224,
             stage,
+            augmentation: Augmentation::paper(stage),
             seed,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             prefetch: 2,
@@ -295,7 +298,7 @@ impl Loader {
         Recipe {
             seed: config.seed,
             epoch,
-            stage: config.stage,
+            augmentation: config.augmentation,
             image_size: config.image_size as u32,
             templates: TemplateSet::Full.templates(),
         }

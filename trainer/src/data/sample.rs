@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 
 use ovseg_model::data::entities::{answer, cross_entity_text};
 
-use super::augment::{train_transform, Stage};
+use super::augment::{train_transform, Augmentation, Stage};
 use super::skips::SkipLog;
 use crate::image_io::{decode_image_bytes, read_rgb};
 
@@ -95,7 +95,7 @@ pub(crate) struct Sample {
 pub(crate) struct Recipe {
     pub seed: u64,
     pub epoch: usize,
-    pub stage: Stage,
+    pub augmentation: Augmentation,
     pub image_size: u32,
     pub templates: &'static [String],
 }
@@ -106,7 +106,7 @@ impl Recipe {
     pub fn make(&self, job: &Job, position: usize, skips: &SkipLog) -> Result<Sample> {
         let picture = job.image.decode(skips)?;
         let mut rng = rng_for(self.seed, self.epoch, position, Purpose::Image);
-        let image = train_transform(&picture, self.stage, self.image_size, &mut rng);
+        let image = train_transform(&picture, &self.augmentation, self.image_size, &mut rng);
 
         let mut rng = rng_for(self.seed, self.epoch, position, Purpose::Text);
         let template = &self.templates[rng.random_range(0..self.templates.len())];
@@ -121,7 +121,12 @@ impl Recipe {
                     Err(_) => picture,
                 };
                 let mut rng = rng_for(self.seed, self.epoch, position, Purpose::PartnerImage);
-                let pixels = train_transform(&partner, Stage::Two, self.image_size, &mut rng);
+                let pixels = train_transform(
+                    &partner,
+                    &Augmentation::paper(Stage::Two),
+                    self.image_size,
+                    &mut rng,
+                );
                 (Some(pixels), Some(cross_entity_text(entity)))
             }
         };

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use ovseg_trainer::data::loader::Augmentation;
+
 use super::optimizer::AdamWSettings;
 use super::schedule::CosineSchedule;
 
@@ -63,6 +65,17 @@ pub struct TrainConfig {
     /// Periodic zero-shot evaluation.
     #[serde(default)]
     pub eval: Option<EvalSpec>,
+    /// Stage 1 with the text encoder frozen (the paper trains it): keeps a pretrained encoder's
+    /// vocabulary as it is and, with its outputs cached per text, makes a step far cheaper.
+    /// Stage 2 always freezes it.
+    #[serde(default)]
+    pub freeze_text_encoder: bool,
+    /// The training pictures' augmentation; absent: the paper's for the stage.
+    #[serde(default)]
+    pub augment: Option<Augmentation>,
+    /// Device memory (MB) for the frozen text encoder's outputs, cached per text.
+    #[serde(default = "text_cache_mb")]
+    pub text_cache_mb: usize,
 }
 
 /// A benchmark in one of `ovseg eval`'s layouts, scored every `every` steps.
@@ -106,6 +119,9 @@ fn checkpoint_every() -> usize {
 fn keep_last() -> usize {
     3
 }
+fn text_cache_mb() -> usize {
+    1024
+}
 
 impl TrainConfig {
     /// Stage 1 of the paper: 30 epochs at a global batch of 4096, lr 6.4e-4 after 2 warmup
@@ -133,6 +149,9 @@ impl TrainConfig {
             keep_last: keep_last(),
             max_steps: None,
             eval: None,
+            freeze_text_encoder: false,
+            augment: None,
+            text_cache_mb: text_cache_mb(),
         }
     }
 
@@ -184,6 +203,11 @@ impl TrainConfig {
         if !(self.base_lr > 0.0 && self.min_lr >= 0.0 && self.warmup_lr >= 0.0) {
             bail!("learning rates must be positive");
         }
+        if let Some(augmentation) = &self.augment {
+            augmentation
+                .validate()
+                .map_err(|e| anyhow::anyhow!("augment: {e}"))?;
+        }
         if self.image_size % 16 != 0 || self.image_size == 0 {
             bail!("image_size must be a positive multiple of the patch size 16");
         }
@@ -192,6 +216,11 @@ impl TrainConfig {
 
     pub fn stage_two(&self) -> bool {
         self.stage == 2
+    }
+
+    /// The text encoder gets no gradient: stage 2, or stage 1 with `freeze_text_encoder`.
+    pub fn text_frozen(&self) -> bool {
+        self.stage_two() || self.freeze_text_encoder
     }
 
     /// Samples consumed by one optimizer step over all devices.

@@ -10,3 +10,4 @@ pub mod schedule;
 pub mod source;
 #[cfg(test)]
 mod tests;
+pub mod text_cache;

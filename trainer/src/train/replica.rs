@@ -6,16 +6,17 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use burn::backend::Autodiff;
 use burn::collective::{all_reduce, ReduceOperation};
-use burn::module::Module;
+use burn::module::{AutodiffModule, Module};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::TensorPrimitive;
-use ovseg_model::losses::{CrossPair, GatherAll, LocalGather, LossOptions, TrainBatch};
+use ovseg_model::losses::{CrossPair, GatherAll, LocalGather, LossOptions, TextInput, TrainBatch};
 use ovseg_model::text::TextTokenizer;
 use ovseg_model::OvSegmentor;
 
 use super::collective::CollectiveGather;
 use super::optimizer::{AdamWSettings, Optimizer};
+use super::text_cache::{FrozenText, TextRows};
 
 /// The rows of the global batch one device trains on in one forward.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,6 +72,9 @@ pub struct ReplicaSettings {
     /// Stage 2: EMA factor of the momentum encoder after every optimizer step.
     pub momentum: Option<f64>,
     pub seed: u64,
+    /// The text encoder is frozen (stage 2, or stage 1 with `freeze_text_encoder`): its outputs
+    /// are cached per text, in at most this many MB of device memory.
+    pub frozen_text_cache_mb: Option<usize>,
 }
 
 pub struct Replica<B: Backend> {
@@ -80,6 +84,7 @@ pub struct Replica<B: Backend> {
     device: B::Device,
     gather: Option<CollectiveGather>,
     settings: ReplicaSettings,
+    frozen_text: Option<FrozenText<B>>,
 }
 
 impl<B: Backend> Replica<B> {
@@ -91,6 +96,9 @@ impl<B: Backend> Replica<B> {
         settings: ReplicaSettings,
     ) -> Self {
         let optimizer = Optimizer::new(&model, settings.adamw);
+        let frozen_text = settings
+            .frozen_text_cache_mb
+            .map(|mb| FrozenText::new(model.text_encoder.valid(), mb, device.clone()));
         Self {
             model: Some(model),
             optimizer,
@@ -98,6 +106,7 @@ impl<B: Backend> Replica<B> {
             device,
             gather,
             settings,
+            frozen_text,
         }
     }
 
@@ -243,7 +252,7 @@ impl<B: Backend> Replica<B> {
         }
     }
 
-    fn tensors(&self, batch: &DeviceBatch) -> Result<TrainBatch<Autodiff<B>>> {
+    fn tensors(&mut self, batch: &DeviceBatch) -> Result<TrainBatch<Autodiff<B>>> {
         let device = &self.device;
         let s = batch.image_size;
         let images = |pixels: &[f32]| {
@@ -256,25 +265,26 @@ impl<B: Backend> Replica<B> {
         // masked, so padding them to the longest text gives the same embeddings as padding to
         // 77 at a fraction of the cost. Every token of the question enters the multimodal block
         // (padding included, as in the reference), so the question keeps the full 77.
-        let text = |texts: &[String]| -> Result<_> {
-            Ok(self
-                .tokenizer
-                .encode_longest(texts)?
-                .to_tensors::<Autodiff<B>>(device))
+        let tokenizer = &self.tokenizer;
+        let mut text = |texts: &[String], rows: TextRows| -> Result<TextInput<Autodiff<B>>> {
+            if let Some(frozen) = self.frozen_text.as_mut() {
+                return frozen.encode(tokenizer, texts, rows);
+            }
+            let tokens = match rows {
+                TextRows::Cls => tokenizer.encode_longest(texts)?,
+                TextRows::AllTokens => tokenizer.encode_fixed(texts)?,
+            };
+            Ok(tokens.to_tensors::<Autodiff<B>>(device).into())
         };
-        let question = self
-            .tokenizer
-            .encode_fixed(&batch.questions)?
-            .to_tensors::<Autodiff<B>>(device);
         Ok(TrainBatch {
             images: images(&batch.images),
-            caption: text(&batch.captions)?,
-            question,
-            answer: text(&batch.answers)?,
+            caption: text(&batch.captions, TextRows::Cls)?,
+            question: text(&batch.questions, TextRows::AllTokens)?,
+            answer: text(&batch.answers, TextRows::Cls)?,
             cross: match &batch.partner {
                 Some((pixels, entity)) => Some(CrossPair {
                     images: images(pixels),
-                    entity: text(entity)?,
+                    entity: text(entity, TextRows::Cls)?,
                 }),
                 None => None,
             },
@@ -282,14 +292,14 @@ impl<B: Backend> Replica<B> {
     }
 }
 
-/// Freezes what the stage leaves untrained: the momentum encoder always (it moves by EMA), and
-/// in stage 2 the text encoder.
+/// Freezes what the run leaves untrained: the momentum encoder always (it moves by EMA), and
+/// the text encoder in stage 2 (or with `freeze_text_encoder`).
 pub fn freeze_for_stage<B: Backend>(
     mut model: OvSegmentor<Autodiff<B>>,
-    stage_two: bool,
+    freeze_text: bool,
 ) -> OvSegmentor<Autodiff<B>> {
     model.img_encoder_momentum = model.img_encoder_momentum.map(|m| m.no_grad());
-    if stage_two {
+    if freeze_text {
         model.text_encoder = model.text_encoder.no_grad();
     }
     model

@@ -189,6 +189,7 @@ pub fn train<B: Backend>(
         adamw: config.adamw(),
         momentum: config.stage_two().then_some(config.momentum),
         seed: state.seed,
+        frozen_text_cache_mb: config.text_frozen().then_some(config.text_cache_mb),
     };
     let model_bytes = Arc::new(model_bytes);
     let optimizer_bytes = Arc::new(optimizer_bytes);
@@ -213,7 +214,6 @@ pub fn train<B: Backend>(
                 optimizer_bytes.clone(),
                 tokenizer.clone(),
                 settings,
-                config.stage_two(),
                 options.model_config.clone(),
             )
         })
@@ -469,7 +469,6 @@ fn spawn_worker<B: Backend>(
     optimizer: Arc<Option<Vec<u8>>>,
     tokenizer: Arc<TextTokenizer>,
     settings: ReplicaSettings,
-    stage_two: bool,
     model_config: OvsegConfig,
 ) -> Result<(Worker, Receiver<Result<()>>)> {
     let (commands, inbox) = channel::<Command>();
@@ -492,7 +491,7 @@ fn spawn_worker<B: Backend>(
                 // Each replica reads its own copy: separate autodiff graphs, same parameter ids.
                 let (model, _) =
                     model_from_bytes::<Autodiff<B>>(model.as_ref().clone(), "the model", &device)?;
-                let model = freeze_for_stage(model, stage_two);
+                let model = freeze_for_stage(model, settings.frozen_text_cache_mb.is_some());
                 let mut replica = Replica::new(model, tokenizer, device.clone(), gather, settings);
                 if let Some(bytes) = optimizer.as_ref() {
                     replica.load_optimizer(bytes.clone())?;

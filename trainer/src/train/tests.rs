@@ -189,7 +189,7 @@ fn weights(path: &PathBuf) -> Vec<f32> {
     all
 }
 
-fn collect(model: &ovseg_model::OvSegmentor<Flex>) -> Vec<Vec<f32>> {
+fn collect<M: Module<Flex>>(model: &M) -> Vec<Vec<f32>> {
     struct Params(Vec<Vec<f32>>);
     impl burn::module::ModuleVisitor<Flex> for Params {
         fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<Flex, D>>) {
@@ -404,4 +404,48 @@ fn a_step_with_a_non_finite_loss_or_gradient_changes_no_weight() {
     );
     std::fs::remove_dir_all(&clean).ok();
     std::fs::remove_dir_all(&poisoned).ok();
+}
+
+/// Stage 1 with `freeze_text_encoder`: the text encoder never moves (its projector does), and
+/// caching its outputs per text gives the losses of encoding every text at every step.
+#[test]
+fn a_frozen_text_encoder_never_moves_and_its_cache_changes_no_loss() {
+    let initial = initial_model(false);
+    let config = |cache_mb| TrainConfig {
+        freeze_text_encoder: true,
+        text_cache_mb: cache_mb,
+        epochs: 2,
+        // Past the first epoch's 6 batches, texts come again and are read from the cache.
+        ..train_config(1, 2, 9)
+    };
+    let cached = scratch("frozen-text-cached");
+    let uncached = scratch("frozen-text-uncached");
+    run(&cached, config(1024), 1, 2, initial.clone(), false);
+    run(&uncached, config(0), 1, 2, initial.clone(), false);
+    let (a, b) = (read_metrics(&cached), read_metrics(&uncached));
+    assert_eq!(a.len(), 9);
+    for (x, y) in a.iter().zip(&b) {
+        for key in ["matching", "entity", "total"] {
+            let (x, y) = (x[key].as_f64().unwrap(), y[key].as_f64().unwrap());
+            assert!(
+                (x - y).abs() <= 1e-5 * x.abs().max(1.0),
+                "{key}: {x} (cached) vs {y}"
+            );
+        }
+    }
+    let load = |bytes: Vec<u8>| {
+        model_from_bytes::<Flex>(bytes, "run", &Default::default())
+            .unwrap()
+            .0
+    };
+    let start = load(initial);
+    let trained = load(std::fs::read(cached.join("model.mpk")).unwrap());
+    assert_eq!(collect(&trained.text_encoder), collect(&start.text_encoder));
+    assert_ne!(
+        collect(&trained.text_projector),
+        collect(&start.text_projector)
+    );
+    assert_ne!(collect(&trained.img_encoder), collect(&start.img_encoder));
+    std::fs::remove_dir_all(&cached).ok();
+    std::fs::remove_dir_all(&uncached).ok();
 }
