@@ -332,3 +332,112 @@ fn imagenet_classification() {
         serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert_eq!(report["top5"].as_f64().unwrap(), 100.0);
 }
+
+/// `--baseline`: every pixel of a picture gets the class its image-level embedding matches
+/// best; the class is recomputed here from the model's parts and the IoUs counted by hand.
+#[test]
+fn image_level_baseline_scores_by_hand() {
+    let device = Default::default();
+    let dir = scratch("baseline");
+    let model_file = convert_fixture(env!("CARGO_BIN_EXE_ovseg"), &dir, &["--inference-only"]);
+    let root = dir.join("voc");
+    let pictures = write_pictures(&root.join("JPEGImages"));
+    let split = root.join("ImageSets/Segmentation");
+    std::fs::create_dir_all(&split).unwrap();
+    let ids: Vec<&str> = pictures.iter().map(|(id, _)| id.as_str()).collect();
+    std::fs::write(split.join("val.txt"), ids.join("\n")).unwrap();
+    // Left half background, right half class 1, the top 10 rows ignored; class 2 in a corner.
+    let truths: Vec<Vec<u32>> = pictures
+        .iter()
+        .map(|(_, p)| {
+            let (w, h) = (p.width, p.height);
+            (0..w * h)
+                .map(|i| {
+                    let (x, y) = (i % w, i / w);
+                    if y < 10 {
+                        255
+                    } else if x < 8 && y < 30 {
+                        2
+                    } else if x < w / 2 {
+                        0
+                    } else {
+                        1
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    for ((id, p), t) in pictures.iter().zip(&truths) {
+        write_indexed(
+            &root.join("SegmentationClass").join(format!("{id}.png")),
+            t,
+            p.width,
+            p.height,
+        );
+    }
+
+    let run = |classes: &str, out: &Path| -> (String, serde_json::Value) {
+        let stdout = ovseg(&[
+            "eval",
+            "--model",
+            s(&model_file),
+            "--dataset",
+            "voc",
+            "--root",
+            s(&root),
+            "--classes",
+            classes,
+            "--baseline",
+            "--out",
+            s(out),
+        ]);
+        let report = serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap();
+        (stdout, report)
+    };
+
+    // Each picture's image-level class, recomputed from the model's parts, counted by brute
+    // force. (Segmentation needs two foreground classes at least, so the list has three.)
+    let (model, _) = ovseg_model::import::load_checkpoint::<B>(
+        &tiny_dir().join("checkpoint.pth"),
+        &ovseg_model::OvsegConfig::tiny(),
+        &device,
+    )
+    .unwrap();
+    let tokenizer = TextTokenizer::bert_base_uncased();
+    let names = ["cat".to_string(), "dog".to_string()];
+    let embeddings = ClassEmbedder::new(&tokenizer, TemplateSet::Simple)
+        .embed(&model, &names, &device)
+        .unwrap();
+    let mut pairs = Vec::new();
+    for ((_, p), t) in pictures.iter().zip(&truths) {
+        // The image-level class, recomputed from the model's parts: one 448x448 window.
+        let x = ovseg_model::segmentation::prepare_image::<B>(
+            p,
+            (448, 448),
+            ovseg_model::segmentation::ImageNorm::default(),
+            &device,
+        );
+        let pooled = model.img_encoder.forward(x, false).pooled;
+        let a = ovseg_model::model::normalize(model.img_projector.forward(pooled, false));
+        let scores = values(a.matmul(embeddings.clone().transpose()));
+        let k = if scores[1] > scores[0] { 1 } else { 0 };
+        pairs.extend(t.iter().map(|&g| (k as u32 + 1, g)));
+    }
+    let expected = brute_force_iou(&pairs, 3);
+    let three = dir.join("three.json");
+    let (stdout, report) = run("background,cat,dog", &three);
+    assert!(stdout.contains("| baseline IoU |"), "{stdout}");
+    assert_eq!(report["baseline"]["images"], 3);
+    assert!(report["segmentation"]["miou"].as_f64().is_some());
+    for (c, name) in ["background", "cat", "dog"].iter().enumerate() {
+        let got = report["baseline"]["per_class"][name].as_f64();
+        match expected[c] {
+            Some(e) => assert!((got.unwrap() - e).abs() < 1e-6, "{name}: {got:?} vs {e}"),
+            None => assert!(got.is_none() || got.unwrap().is_nan(), "{name}: {got:?}"),
+        }
+    }
+    assert_eq!(
+        report["baseline"]["per_class"]["background"].as_f64(),
+        Some(0.0)
+    );
+}

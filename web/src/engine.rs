@@ -161,7 +161,7 @@ impl<B: Backend> Engine<B> {
         let picture = RgbImage::new(width, height, rgb)?;
         let options = SegmentOptions {
             bg_thresh: request.background.then_some(request.bg_thresh),
-            ..Default::default()
+            ..self.model.segment_options(None)
         };
         let labels = self.model.segment(&picture, classes, &options).labels;
         Ok(Pending {
@@ -195,7 +195,7 @@ impl<B: Backend> Engine<B> {
             .flat_map(|p| [p[0], p[1], p[2]])
             .collect();
         let picture = RgbImage::new(width, height, rgb)?;
-        let side = SegmentOptions::default().window;
+        let side = self.model.segment_options(None).window;
         let image = prepare_image::<B>(&picture, (side, side), ImageNorm::default(), &self.device);
         let out = self.model.img_encoder.forward(image, false);
         let [gh, gw] = out.grid;

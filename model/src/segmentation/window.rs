@@ -35,6 +35,23 @@ impl Default for SegmentOptions {
     }
 }
 
+impl SegmentOptions {
+    /// The paper's protocol scaled to a model's training size: trained at 224, it segments at
+    /// short side 448 with 448 windows and stride 224 (the defaults); a model trained at 128
+    /// segments at 256/256/128.
+    pub fn for_training_size(training_size: usize) -> Self {
+        Self::default().with_window(2 * training_size)
+    }
+
+    /// Short side and window `window` pixels, stride half of it.
+    pub fn with_window(mut self, window: usize) -> Self {
+        self.short_side = window;
+        self.window = window;
+        self.stride = (window / 2).max(1);
+        self
+    }
+}
+
 /// Result of segmenting one picture.
 #[derive(Debug, Clone)]
 pub struct Segmentation<B: Backend> {
@@ -137,6 +154,14 @@ impl<B: Backend> OvSegmentor<B> {
         WindowLogits {
             logits,
             group_attention,
+        }
+    }
+
+    /// [`SegmentOptions::for_training_size`] of this model, or with the window `window`.
+    pub fn segment_options(&self, window: Option<usize>) -> SegmentOptions {
+        match window {
+            Some(w) => SegmentOptions::default().with_window(w),
+            None => SegmentOptions::for_training_size(self.img_encoder.training_size()),
         }
     }
 

@@ -6,6 +6,7 @@ use ovseg_model::segmentation::{TemplateSet, Vocab};
 
 use burn::prelude::Backend;
 
+use crate::eval::baseline::evaluate_baseline;
 use crate::eval::datasets::{read_class_list, Dataset, Layout};
 use crate::eval::imagenet::{classify, read_val_list};
 use crate::eval::run::{evaluate, EvalOptions};
@@ -53,6 +54,11 @@ pub struct Args {
     /// ImageNet: the label file, `<image>,<class index>` per line (default ROOT/val.csv).
     #[arg(long)]
     labels_file: Option<PathBuf>,
+    /// Also score the image-level baseline (every pixel gets the class the whole picture's
+    /// embedding matches best, the picture resized to one 448x448 window) and print both
+    /// tables side by side; --out then holds {"segmentation": .., "baseline": ..}.
+    #[arg(long)]
+    baseline: bool,
 }
 
 fn bar() -> ProgressBar {
@@ -116,10 +122,23 @@ fn run_on<B: Backend>(args: &Args, device: B::Device) -> Result<()> {
         template: TemplateSet::parse(args.template.as_deref().unwrap_or("simple"))?,
         limit: args.limit,
         save_pred: args.save_pred.clone(),
+        window: args.model.window,
     };
     let progress = bar();
     let report = evaluate(&model, &tokenizer, &dataset, &options, &progress, &device)?;
     progress.finish_and_clear();
+    if args.baseline {
+        let progress = bar();
+        let baseline =
+            evaluate_baseline(&model, &tokenizer, &dataset, &options, &progress, &device)?;
+        progress.finish_and_clear();
+        print!("{}", report.side_by_side(&baseline));
+        if let Some(out) = &args.out {
+            let both = serde_json::json!({"segmentation": report, "baseline": baseline});
+            write_atomically(out, serde_json::to_string_pretty(&both)?.as_bytes())?;
+        }
+        return Ok(());
+    }
     print!("{}", report.table());
     if let Some(out) = &args.out {
         write_atomically(out, serde_json::to_string_pretty(&report)?.as_bytes())?;

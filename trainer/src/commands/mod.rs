@@ -34,6 +34,22 @@ pub struct ModelArgs {
     /// Where the model runs.
     #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
     pub device: DeviceKind,
+    /// Segmentation window and short side in pixels (stride: half of it). Default: twice the
+    /// model's training size, the paper's 448 for its 224.
+    #[arg(long, value_parser = parse_window)]
+    pub window: Option<usize>,
+}
+
+fn parse_window(text: &str) -> Result<usize, String> {
+    let w: usize = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of pixels"))?;
+    if w < 32 || w % 16 != 0 || w > 2048 {
+        return Err(format!(
+            "{w}: the window must be a multiple of the patch size 16 between 32 and 2048"
+        ));
+    }
+    Ok(w)
 }
 
 impl ModelArgs {

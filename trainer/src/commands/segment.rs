@@ -94,7 +94,7 @@ fn run_on<B: Backend>(args: &Args, device: B::Device) -> Result<()> {
     let background = !args.no_background;
     let options = SegmentOptions {
         bg_thresh: background.then_some(args.bg_thresh),
-        ..Default::default()
+        ..model.segment_options(args.model.window)
     };
     let names: Vec<String> = if background {
         std::iter::once("background".to_string())

@@ -1,6 +1,7 @@
 //! Zero-shot evaluation: benchmark readers, the mIoU loop (also the hook training calls) and
-//! ImageNet classification.
+//! ImageNet classification; the image-level segmentation baseline.
 
+pub mod baseline;
 pub mod datasets;
 pub mod imagenet;
 pub mod labels;

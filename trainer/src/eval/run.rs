@@ -8,12 +8,12 @@ use anyhow::{bail, Context, Result};
 use burn::prelude::*;
 use indicatif::ProgressBar;
 use ovseg_model::eval::IouAccumulator;
-use ovseg_model::segmentation::{ClassEmbedder, SegmentOptions, TemplateSet};
+use ovseg_model::segmentation::{ClassEmbedder, RgbImage, SegmentOptions, TemplateSet};
 use ovseg_model::text::TextTokenizer;
 use ovseg_model::OvSegmentor;
 use serde::Serialize;
 
-use super::datasets::Dataset;
+use super::datasets::{Dataset, Sample};
 use super::labels::read_label_png;
 use crate::image_io::read_image;
 use crate::overlay::palette_color;
@@ -25,6 +25,8 @@ pub struct EvalOptions {
     pub limit: Option<usize>,
     /// Write each prediction as a coloured PNG here.
     pub save_pred: Option<PathBuf>,
+    /// Segmentation window; `None`: the model's own (`OvSegmentor::segment_options`).
+    pub window: Option<usize>,
 }
 
 /// What `ovseg eval --out` writes (percentages; a class absent from predictions and labels has
@@ -34,6 +36,9 @@ pub struct EvalReport {
     pub dataset: String,
     pub images: usize,
     pub miou: f64,
+    /// mIoU over the classes other than background (`null` without a background class): where
+    /// pictures are mostly background, the figure that says whether objects were found.
+    pub fg_miou: Option<f64>,
     pub macc: f64,
     pub aacc: f64,
     pub per_class: BTreeMap<String, f64>,
@@ -59,7 +64,7 @@ pub fn evaluate<B: Backend>(
     )?;
     let segment = SegmentOptions {
         bg_thresh: dataset.bg_thresh,
-        ..Default::default()
+        ..model.segment_options(options.window)
     };
     let samples = &dataset.samples[..options
         .limit
@@ -71,23 +76,10 @@ pub fn evaluate<B: Backend>(
     progress.set_length(samples.len() as u64);
     let mut scores = IouAccumulator::new(dataset.classes.len());
     for sample in samples {
-        let picture = read_image(&sample.image)?;
-        let (stored, w, h) = read_label_png(&sample.label)?;
-        if (w, h) != (picture.width, picture.height) {
-            bail!(
-                "label {} is {w}x{h} but its picture {} is {}x{}",
-                sample.label.display(),
-                sample.image.display(),
-                picture.width,
-                picture.height
-            );
-        }
+        let (picture, label) = read_sample(sample, dataset)?;
+        let (w, h) = (picture.width, picture.height);
         let result = model.segment(&picture, classes.clone(), &segment);
         let pred = result.label_values();
-        let label: Vec<u32> = stored
-            .into_iter()
-            .map(|v| dataset.transform.apply(v))
-            .collect();
         scores.add(&pred, &label);
         if let Some(dir) = &options.save_pred {
             save_prediction(
@@ -101,26 +93,32 @@ pub fn evaluate<B: Backend>(
         progress.inc(1);
         progress.set_message(format!("mIoU {:.2}", scores.scores().miou));
     }
-    let s = scores.scores();
-    let table = |values: &[f64]| {
-        dataset
-            .classes
-            .iter()
-            .cloned()
-            .zip(values.iter().copied())
-            .collect()
-    };
-    Ok(EvalReport {
-        dataset: dataset.name.clone(),
-        images: samples.len(),
-        miou: s.miou,
-        macc: s.macc,
-        aacc: s.aacc,
-        per_class: table(&s.iou),
-        per_class_acc: table(&s.acc),
-        classes: dataset.classes.clone(),
-        seconds: start.elapsed().as_secs_f64(),
-    })
+    Ok(EvalReport::from_scores(
+        dataset,
+        samples.len(),
+        &scores,
+        start.elapsed().as_secs_f64(),
+    ))
+}
+
+/// One sample's picture and its label map, mapped through the dataset's label transform.
+pub fn read_sample(sample: &Sample, dataset: &Dataset) -> Result<(RgbImage, Vec<u32>)> {
+    let picture = read_image(&sample.image)?;
+    let (stored, w, h) = read_label_png(&sample.label)?;
+    if (w, h) != (picture.width, picture.height) {
+        bail!(
+            "label {} is {w}x{h} but its picture {} is {}x{}",
+            sample.label.display(),
+            sample.image.display(),
+            picture.width,
+            picture.height
+        );
+    }
+    let label = stored
+        .into_iter()
+        .map(|v| dataset.transform.apply(v))
+        .collect();
+    Ok((picture, label))
 }
 
 fn save_prediction(path: &Path, pred: &[u32], w: usize, h: usize, dataset: &Dataset) -> Result<()> {
@@ -136,6 +134,85 @@ fn save_prediction(path: &Path, pred: &[u32], w: usize, h: usize, dataset: &Data
 }
 
 impl EvalReport {
+    /// The report of accumulated scores over `images` pictures of `dataset`.
+    pub fn from_scores(
+        dataset: &Dataset,
+        images: usize,
+        scores: &IouAccumulator,
+        seconds: f64,
+    ) -> Self {
+        let s = scores.scores();
+        let table = |values: &[f64]| {
+            dataset
+                .classes
+                .iter()
+                .cloned()
+                .zip(values.iter().copied())
+                .collect()
+        };
+        let fg_miou = dataset.with_background.then(|| {
+            let kept: Vec<f64> = s.iou[1..].iter().copied().filter(|v| !v.is_nan()).collect();
+            kept.iter().sum::<f64>() / kept.len().max(1) as f64
+        });
+        EvalReport {
+            dataset: dataset.name.clone(),
+            images,
+            miou: s.miou,
+            fg_miou,
+            macc: s.macc,
+            aacc: s.aacc,
+            per_class: table(&s.iou),
+            per_class_acc: table(&s.acc),
+            classes: dataset.classes.clone(),
+            seconds,
+        }
+    }
+
+    /// This report's per-class IoU and accuracy next to `baseline`'s (the same classes), and
+    /// both summaries, as `ovseg eval --baseline` prints them.
+    pub fn side_by_side(&self, baseline: &EvalReport) -> String {
+        let fmt = |v: Option<&f64>| match v {
+            Some(v) if !v.is_nan() => format!("{v:.2}"),
+            _ => "-".to_string(),
+        };
+        let mut out = String::from(
+            "| class | IoU | Acc | baseline IoU | baseline Acc |\n|---|---|---|---|---|\n",
+        );
+        for name in &self.classes {
+            out.push_str(&format!(
+                "| {name} | {} | {} | {} | {} |\n",
+                fmt(self.per_class.get(name)),
+                fmt(self.per_class_acc.get(name)),
+                fmt(baseline.per_class.get(name)),
+                fmt(baseline.per_class_acc.get(name)),
+            ));
+        }
+        out.push_str(&format!(
+            "| **mean** | **{:.2}** | **{:.2}** | **{:.2}** | **{:.2}** |\n",
+            self.miou, self.macc, baseline.miou, baseline.macc
+        ));
+        let fg = |r: &EvalReport| {
+            r.fg_miou
+                .map(|v| format!(", foreground mIoU {v:.2}"))
+                .unwrap_or_default()
+        };
+        out.push_str(&format!(
+            "\n{}: {} images; segmentation mIoU {:.2}{} (aAcc {:.2}, {:.1} s), image-level baseline mIoU {:.2}{} (aAcc {:.2}, {:.1} s); {} classes\n",
+            self.dataset,
+            self.images,
+            self.miou,
+            fg(self),
+            self.aacc,
+            self.seconds,
+            baseline.miou,
+            fg(baseline),
+            baseline.aacc,
+            baseline.seconds,
+            self.classes.len(),
+        ));
+        out
+    }
+
     /// The per-class table and the summary, as printed by `ovseg eval`.
     pub fn table(&self) -> String {
         let mut out = String::from("| class | IoU | Acc |\n|---|---|---|\n");
@@ -154,10 +231,13 @@ impl EvalReport {
             ));
         }
         out.push_str(&format!(
-            "\n{}: {} images, mIoU {:.2}, mAcc {:.2}, aAcc {:.2} ({:.1} s, {:.2} images/s)\n",
+            "\n{}: {} images, mIoU {:.2}{}, mAcc {:.2}, aAcc {:.2} ({:.1} s, {:.2} images/s)\n",
             self.dataset,
             self.images,
             self.miou,
+            self.fg_miou
+                .map(|v| format!(" (foreground {v:.2})"))
+                .unwrap_or_default(),
             self.macc,
             self.aacc,
             self.seconds,
