@@ -21,20 +21,7 @@ tiny="$fixtures/reference-tiny"
 [ -f "$tiny/checkpoint.pth" ] || { echo "error: fixtures not found in $fixtures (set OVSEG_FIXTURES)" >&2; exit 1; }
 
 # --- prerequisites (idempotent)
-if ! command -v chromium >/dev/null; then
-  apt-get update -qq && apt-get install -y -qq chromium >/dev/null
-fi
-command -v node >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null; }
-(cd tests/browser && { [ -x node_modules/.bin/wasm-opt ] && [ -d node_modules/playwright-core ] || PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund >/dev/null; })
-rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
-bindgen_version=$(awk '/^name = "wasm-bindgen"$/ {getline; gsub(/[^0-9.]/, ""); print; exit}' Cargo.lock)
-if ! wasm-bindgen --version 2>/dev/null | grep -q " $bindgen_version\$"; then
-  # Not --locked: the registry lacks one of its locked transitive versions.
-  cargo install wasm-bindgen-cli --version "$bindgen_version"
-fi
-if ! trunk --version 2>/dev/null | grep -q "0.21.14"; then
-  cargo install --locked trunk@0.21.14
-fi
+bash scripts/prepare-web.sh --browser
 export PATH="$root/tests/browser/node_modules/.bin:$PATH" # wasm-opt 132 (binaryen from npm)
 [ "$prepare" = 1 ] && { echo "browser test prerequisites: ok"; exit 0; }
 
@@ -54,6 +41,15 @@ cp -r dist "$site"
 mkdir -p "$site/demo"
 "$ovseg" convert --checkpoint "$tiny/checkpoint.pth" --config "$tiny/model.json" --out "$work/tiny.ovseg" >/dev/null
 cp "$work/tiny.ovseg" "$site/demo/model.ovseg"
+# A second demo folder with the demo.json the main job writes (examples and words of its model).
+mkdir -p "$site/demo-world"
+cp "$work/tiny.ovseg" "$site/demo-world/model.ovseg"
+cat >"$site/demo-world/demo.json" <<'EOF'
+{"labels": "cat, dog", "background": true,
+ "examples": [{"name": "a cat", "image": "../examples/cat.png"},
+              {"name": "coffee <b>", "image": "../examples/coffee.png"},
+              {"name": "elsewhere", "image": "https://example.com/x.png"}]}
+EOF
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 base="http://127.0.0.1:$port/"

@@ -132,6 +132,35 @@ async function optional(url) {
   }
 }
 
+const BUNDLED_EXAMPLES = ['astronaut', 'cat', 'coffee'].map((name) => ({ name, url: `examples/${name}.png` }));
+
+/** `demo.json` beside the default model (the main job writes it): example pictures, the words
+ * and background setting that suit that model. Without it, the bundled examples. */
+async function loadDemo() {
+  const at = new URL('demo.json', new URL(DEFAULT_MODEL, location.href));
+  const res = await optional(at);
+  const demo = res && (await res.json().catch(() => null));
+  let examples = BUNDLED_EXAMPLES;
+  if (demo && Array.isArray(demo.examples)) {
+    const listed = demo.examples
+      .filter((e) => e && typeof e.name === 'string' && typeof e.image === 'string')
+      .map((e) => ({ name: e.name, url: new URL(e.image, at).href }))
+      .filter((e) => e.url.startsWith(location.origin));
+    if (listed.length) examples = listed;
+  }
+  if (demo && typeof demo.labels === 'string') $('labels').value = demo.labels;
+  if (demo && typeof demo.background === 'boolean') $('background').checked = demo.background;
+  if (demo && typeof demo.bg_thresh === 'number') $('bg-thresh').value = String(demo.bg_thresh);
+  $('examples').replaceChildren(...examples.map((e) => {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.textContent = e.name;
+    b.onclick = () => setPicture(e.url);
+    return b;
+  }));
+  return examples;
+}
+
 async function chooseBackend() {
   const probe = await call('probe');
   state.adapter = probe.adapter;
@@ -533,13 +562,6 @@ function wire() {
   $('backend').onchange = () => reload(state.modelUrl || $('model-url').value.trim());
   $('model-file').onchange = (e) => e.target.files[0] && reload(e.target.files[0]);
   $('picture-file').onchange = (e) => e.target.files[0] && setPicture(e.target.files[0]);
-  for (const name of ['astronaut', 'cat', 'coffee']) {
-    const b = document.createElement('button');
-    b.type = 'button';
-    b.textContent = name;
-    b.onclick = () => setPicture(`examples/${name}.png`);
-    $('examples').append(b);
-  }
   $('preset').onchange = () => {
     const d = state.vocab && state.vocab.datasets[$('preset').value];
     if (!d) return;
@@ -626,9 +648,10 @@ async function main() {
   wire();
   setStatus();
   await loadVocab();
+  const examples = await loadDemo();
   // A shared segmentation shows before any model loads.
   if (location.hash.length > 1) await openLink(location.href);
-  if (!state.result) await setPicture('examples/astronaut.png');
+  if (!state.result) await setPicture(examples[0].url);
   try {
     await loadModel($('model-url').value.trim(), false);
     // The first picture is segmented before `ready` resolves, so scripts never race it.

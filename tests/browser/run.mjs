@@ -151,6 +151,20 @@ for (const path_ of ['cpu', 'webgpu']) {
     await page.screenshot({ path: path.join(ARTIFACTS, `${path_}-start.png`), fullPage: true });
     await context.close();
   });
+  if (!webgpu) {
+    await test('cpu: demo.json beside the model gives the examples, the words and the first picture', async () => {
+      // scripts/test-browser.sh writes demo-world/: the model, and demo.json naming cat.png.
+      const { page, context } = await open(b, `${BASE}?model=demo-world/model.ovseg`);
+      await page.evaluate(() => window.ovseg.ready);
+      const buttons = await page.locator('#examples button').allTextContents();
+      assert(JSON.stringify(buttons) === JSON.stringify(['a cat', 'coffee <b>']), `examples ${buttons}`);
+      assert(await page.inputValue('#labels') === 'cat, dog', 'labels from demo.json');
+      const shown = await page.evaluate(() => window.ovseg.current());
+      assert(shown && shown.width === 224 && shown.labels.join() === 'background,cat,dog', `first result ${JSON.stringify(shown && shown.labels)}`);
+      assert(page.errors.length === 0, `page errors: ${page.errors.join('; ')}`);
+      await context.close();
+    });
+  }
   await test(`${path_}: label map of the bundled picture matches the native CLI`, async () => {
     const { page, context } = await open(b, BASE);
     const r = await segmentIn(page, 'examples/astronaut.png', VOC);
