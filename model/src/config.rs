@@ -33,6 +33,11 @@ pub struct ImageConfig {
     /// only where training must be free of random draws (the data-parallel equivalence test).
     #[serde(default = "defaults::gumbel")]
     pub gumbel: bool,
+    /// Zero-shot segmentation's short side and window in pixels (stride half of it). Absent:
+    /// twice `img_size`, the paper's protocol (trained at 224, segmented at 448/448/224). A
+    /// model trained on small pictures of their own size segments best at that size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_window: Option<usize>,
 }
 
 /// BERT text encoder (SPEC section 2). Accepts a HuggingFace `config.json` as it is.
@@ -131,6 +136,7 @@ impl ImageConfig {
             mlp_ratio: 4.0,
             drop_path_rate: 0.1,
             gumbel: true,
+            segment_window: None,
         }
     }
 
@@ -254,6 +260,14 @@ impl OvsegConfig {
                 i.img_size, i.patch_size
             ));
         }
+        if let Some(w) = i.segment_window {
+            if w < i.patch_size || w % i.patch_size != 0 {
+                return fail(format!(
+                    "image.segment_window {w} must be a positive multiple of image.patch_size {}",
+                    i.patch_size
+                ));
+            }
+        }
         if i.depths.len() != 2
             || i.num_heads.len() != 2
             || i.num_group_tokens.len() != 2
@@ -328,6 +342,37 @@ mod tests {
             TextConfig::from_hf_json(hf).unwrap(),
             TextConfig::minilm_l6()
         );
+    }
+
+    /// The paper segments at twice its training size; a configuration may name its own window.
+    #[test]
+    fn segmentation_window_follows_the_configuration() {
+        let device = Default::default();
+        let paper = OvsegConfig::tiny().init_inference::<burn::backend::Flex>(&device);
+        let o = paper.segment_options(None);
+        assert_eq!((o.short_side, o.window, o.stride), (448, 448, 224));
+        let mut small = OvsegConfig::tiny();
+        small.image.img_size = 128;
+        assert_eq!(
+            small
+                .init_inference::<burn::backend::Flex>(&device)
+                .segment_options(None)
+                .window,
+            256
+        );
+        small.image.segment_window = Some(128);
+        small.validate().unwrap();
+        let model = small.init_inference::<burn::backend::Flex>(&device);
+        let o = model.segment_options(None);
+        assert_eq!((o.short_side, o.window, o.stride), (128, 128, 64));
+        assert_eq!(model.segment_options(Some(320)).window, 320);
+        assert!(OvsegConfig::from_json(&small.to_json()).unwrap() == small);
+        small.image.segment_window = Some(100);
+        assert!(small
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("segment_window"));
     }
 
     #[test]

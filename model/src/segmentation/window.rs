@@ -36,13 +36,6 @@ impl Default for SegmentOptions {
 }
 
 impl SegmentOptions {
-    /// The paper's protocol scaled to a model's training size: trained at 224, it segments at
-    /// short side 448 with 448 windows and stride 224 (the defaults); a model trained at 128
-    /// segments at 256/256/128.
-    pub fn for_training_size(training_size: usize) -> Self {
-        Self::default().with_window(2 * training_size)
-    }
-
     /// Short side and window `window` pixels, stride half of it.
     pub fn with_window(mut self, window: usize) -> Self {
         self.short_side = window;
@@ -157,12 +150,10 @@ impl<B: Backend> OvSegmentor<B> {
         }
     }
 
-    /// [`SegmentOptions::for_training_size`] of this model, or with the window `window`.
+    /// The paper's settings at this model's segmentation window (its configuration's
+    /// `segment_window`: 448 for the paper's model), or at `window`.
     pub fn segment_options(&self, window: Option<usize>) -> SegmentOptions {
-        match window {
-            Some(w) => SegmentOptions::default().with_window(w),
-            None => SegmentOptions::for_training_size(self.img_encoder.training_size()),
-        }
+        SegmentOptions::default().with_window(window.unwrap_or(self.img_encoder.segment_window))
     }
 
     /// SPEC 6.2-6.3 on a normalised picture [1, 3, H, W] at working size: the window logits

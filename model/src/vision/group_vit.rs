@@ -33,6 +33,8 @@ pub struct GroupVit<B: Backend> {
     pub layers: Vec<GroupingLayer<B>>,
     pub norm: LayerNorm<B>,
     pub patch_size: usize,
+    /// [`ImageConfig::segment_window`], resolved.
+    pub segment_window: usize,
 }
 
 /// Everything the encoder exposes to the heads, the losses and segmentation.
@@ -107,6 +109,7 @@ impl ImageConfig {
             layers,
             norm: LayerNormConfig::new(d).init(device),
             patch_size: p,
+            segment_window: self.segment_window.unwrap_or(2 * self.img_size),
         }
     }
 }

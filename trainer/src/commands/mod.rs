@@ -34,8 +34,8 @@ pub struct ModelArgs {
     /// Where the model runs.
     #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
     pub device: DeviceKind,
-    /// Segmentation window and short side in pixels (stride: half of it). Default: twice the
-    /// model's training size, the paper's 448 for its 224.
+    /// Segmentation window and short side in pixels (stride: half of it). Default: the model
+    /// configuration's `segment_window`, else twice its training size (the paper's 448).
     #[arg(long, value_parser = parse_window)]
     pub window: Option<usize>,
 }
