@@ -288,3 +288,64 @@ fn bad_parameters_end_with_a_one_line_error() {
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     }
 }
+
+/// `--detail` says colours and places less often; the pictures and ground truth stay the same.
+#[test]
+fn detail_changes_how_much_captions_say_and_not_the_pictures() {
+    let colours = [
+        "red", "blue", "green", "yellow", "purple", "pink", "white", "black", "brown", "grey",
+    ];
+    let world = |name: &str, detail: &str| {
+        let out = scratch(name);
+        ok(&[
+            "synth",
+            "--out",
+            s(&out),
+            "--train",
+            "60",
+            "--val",
+            "2",
+            "--size",
+            "64",
+            "--seed",
+            "5",
+            "--detail",
+            detail,
+        ]);
+        out
+    };
+    let (full, plain) = (
+        world("synth-detail-1", "1"),
+        world("synth-detail-02", "0.2"),
+    );
+    let with_colour = |out: &Path| {
+        meta(&out.join("train/meta.jsonl"))
+            .iter()
+            .filter(|(_, caption)| {
+                caption
+                    .split(|c: char| !c.is_alphabetic())
+                    .any(|w| colours.contains(&w.to_lowercase().as_str()))
+            })
+            .count()
+    };
+    let (a, b) = (with_colour(&full), with_colour(&plain));
+    assert!(
+        b * 2 < a,
+        "captions with a colour word: {a} at detail 1, {b} at 0.2"
+    );
+    for (x, y) in meta(&full.join("train/meta.jsonl"))
+        .iter()
+        .zip(meta(&plain.join("train/meta.jsonl")))
+    {
+        let bytes = |out: &Path, f: &str| std::fs::read(out.join("train").join(f)).unwrap();
+        assert_eq!(bytes(&full, &x.0), bytes(&plain, &y.0), "{}", x.0);
+    }
+    let label =
+        |out: &Path| std::fs::read(out.join("val/SegmentationClass/val_000000.png")).unwrap();
+    assert_eq!(label(&full), label(&plain));
+    let bad = ovseg(&["synth", "--out", s(&plain), "--detail", "1.5"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--detail 1.5"));
+    std::fs::remove_dir_all(&full).ok();
+    std::fs::remove_dir_all(&plain).ok();
+}

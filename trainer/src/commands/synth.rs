@@ -34,6 +34,10 @@ pub struct Args {
     /// JPEG quality, 1-100.
     #[arg(long, default_value_t = 90)]
     quality: u8,
+    /// How often captions say colours, patterns and the place, 0-1 (1: the usual captions;
+    /// lower: more captions that name only the objects).
+    #[arg(long, default_value_t = 1.0)]
+    detail: f64,
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -105,7 +109,7 @@ fn generate(
     (0..n)
         .into_par_iter()
         .map(|i| {
-            let sample = synth::sample(args.seed, split, i, args.size);
+            let sample = synth::sample(args.seed, split, i, args.size, args.detail);
             save(&sample)?;
             progress.inc(1);
             Ok(Made {
@@ -147,6 +151,9 @@ pub fn run(args: Args) -> Result<()> {
     if !(1..=100).contains(&args.quality) {
         bail!("--quality {} must be between 1 and 100", args.quality);
     }
+    if !(0.0..=1.0).contains(&args.detail) {
+        bail!("--detail {} must be between 0 and 1", args.detail);
+    }
     if args.train == 0 && args.val == 0 {
         bail!("nothing to generate: --train and --val are both 0");
     }
@@ -166,6 +173,7 @@ pub fn run(args: Args) -> Result<()> {
         "val": args.val,
         "examples": args.examples,
         "quality": args.quality,
+        "detail": args.detail,
     });
     if is_complete(out, &params, &args) {
         println!(

@@ -33,15 +33,15 @@ fn article(word: &str) -> &'static str {
 }
 
 /// "a red striped ball", "two buildings", "some yellow flowers".
-fn noun_phrase(rng: &mut impl Rng, group: &Group) -> String {
+fn noun_phrase(rng: &mut impl Rng, group: &Group, detail: f64) -> String {
     let n = group.objects.len();
     let noun = *group.kind.caption_words().choose(rng).expect("words");
     let mut words: Vec<&str> = Vec::new();
     let first = group.objects[0];
-    if group.objects.iter().all(|o| o.colour == first.colour) && rng.random_bool(0.65) {
+    if group.objects.iter().all(|o| o.colour == first.colour) && rng.random_bool(0.65 * detail) {
         words.push(first.colour);
     }
-    if n == 1 && group.kind.shows_pattern() && rng.random_bool(0.6) {
+    if n == 1 && group.kind.shows_pattern() && rng.random_bool(0.6 * detail) {
         if let Some(adjective) = first.pattern.adjective() {
             words.push(adjective);
         }
@@ -98,7 +98,10 @@ fn join_list(items: &[String]) -> String {
     }
 }
 
-pub fn caption(rng: &mut impl Rng, scene: &Scene) -> String {
+/// `detail` (0-1) scales how often colours, patterns and the place are said: 1 for the
+/// world's usual captions; lower leaves more captions naming only the objects, so that matching
+/// a caption takes knowing the objects rather than their colours and backdrop.
+pub fn caption(rng: &mut impl Rng, scene: &Scene, detail: f64) -> String {
     let mut groups: Vec<Group> = Vec::new();
     for o in &scene.objects {
         match groups.iter_mut().find(|g| g.kind == o.kind) {
@@ -110,10 +113,10 @@ pub fn caption(rng: &mut impl Rng, scene: &Scene) -> String {
         }
     }
     groups.shuffle(rng);
-    let phrases: Vec<String> = groups.iter().map(|g| noun_phrase(rng, g)).collect();
+    let phrases: Vec<String> = groups.iter().map(|g| noun_phrase(rng, g, detail)).collect();
     // The place is what the first-named object stands on or in front of (kites in the sky,
     // boats on the water, when the picture has them there).
-    let place = if rng.random_bool(0.7) {
+    let place = if rng.random_bool(0.7 * detail) {
         let first = groups[0].objects[0];
         let base = (first.cy + first.scale * 0.6) / scene.size as f32;
         let surface = scene
