@@ -272,6 +272,28 @@ mod tests {
     }
 
     #[test]
+    fn recipes_set_the_augmentation_and_a_frozen_text_encoder() {
+        let json = r#"{"stage": 1, "epochs": 1, "batch_size": 4, "base_lr": 1e-3, "min_lr": 1e-4,
+            "freeze_text_encoder": true,
+            "augment": {"crop_scale": [0.5, 1.0], "rand_augment": false, "erasing": 0.0}}"#;
+        let config: TrainConfig = serde_json::from_str(json).unwrap();
+        config.validate().unwrap();
+        assert!(config.text_frozen() && !config.stage_two());
+        assert_eq!(config.augment.unwrap().crop_scale, (0.5, 1.0));
+        assert!(!TrainConfig::stage1().text_frozen() && TrainConfig::stage2().text_frozen());
+        let bad = TrainConfig {
+            augment: Some(Augmentation {
+                crop_scale: (0.0, 1.0),
+                rand_augment: false,
+                erasing: 0.0,
+            }),
+            ..config
+        };
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("crop_scale"), "{e}");
+    }
+
+    #[test]
     fn config_files_round_trip_and_reject_typos() {
         let json = serde_json::to_string(&TrainConfig::stage2()).unwrap();
         let back: TrainConfig = serde_json::from_str(&json).unwrap();
