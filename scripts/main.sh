@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# The main job: OVSegmentor learns to segment from captions alone, then segments in the browser.
+#  1. installs what it needs: the pretrained MiniLM text encoder (PyPI), the wasm toolchain
+#     (trunk, wasm-bindgen-cli from crates.io; wasm-opt from npm);
+#  2. `ovseg synth` writes a caption world: 2000 training pictures with captions, 100 held-out
+#     pictures with pixel-exact ground truth in the PASCAL VOC layout;
+#  3. trains stage 1 and stage 2 of the recipe (configs/demo-*.json) from captions alone;
+#  4. scores zero-shot mIoU on the held-out split next to the image-level baseline, with the
+#     caption words and with synonyms no caption contains;
+#  5. exports the browser model, builds the page and serves it on 127.0.0.1 with that model and
+#     held-out pictures preloaded.
+# A rerun reuses every finished step (a killed training run resumes from its checkpoint).
+#   OVSEG_OUT=out/demo   where everything goes
+#   PORT=8080            the port it serves on
+#   --no-serve           stop once the site is built
+#   --smoke              the same steps at toy size (200 pairs, a few training steps): the test
+#                        command's check that the whole job runs; its model is not meant to segment
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ovseg-target}"
+export PATH="$HOME/.cargo/bin:$root/tests/browser/node_modules/.bin:$PATH"
+out="${OVSEG_OUT:-out/demo}"
+port="${PORT:-8080}"
+serve=1
+train_pairs=2000
+val_pictures=100
+steps=()
+for arg in "$@"; do
+  case "$arg" in
+    --no-serve) serve=0 ;;
+    --smoke) serve=0 train_pairs=200 val_pictures=8 steps=(--max-steps 4) ;;
+    *) echo "usage: $0 [--no-serve] [--smoke]" >&2; exit 2 ;;
+  esac
+done
+minilm="${OVSEG_MINILM_DIR:-$HOME/.cache/ovseg/minilm}"
+
+echo "== prerequisites"
+.ci/fetch-minilm
+bash scripts/prepare-web.sh
+cargo build --locked -p ovseg-trainer --bin ovseg
+mkdir -p "$out"
+# A copy of its own: other checkouts sharing the target folder cannot swap it mid-run.
+cp "$CARGO_TARGET_DIR/debug/ovseg" "$out/ovseg"
+ovseg="$out/ovseg"
+
+echo "== the caption world"
+"$ovseg" synth --out "$out/world" --train "$train_pairs" --val "$val_pictures" --size 128 --seed 0 --examples 8
+data="$out/world/train/meta.jsonl"
+
+train() {
+  local dir=$1
+  shift
+  if [ -f "$dir/model.mpk" ]; then
+    echo "$dir/model.mpk exists: reused"
+    return
+  fi
+  local resume=()
+  [ -f "$dir/checkpoints/latest" ] && resume=(--resume)
+  "$ovseg" train --out "$dir" --data "$data" "$@" "${steps[@]}" "${resume[@]}"
+}
+echo "== stage 1: matching and masked-entity losses (MiniLM frozen)"
+train "$out/stage1" --recipe configs/demo-stage1.json --model configs/demo-model.json --bert "$minilm"
+echo "== stage 2: adds the cross-image mask consistency"
+train "$out/stage2" --recipe configs/demo-stage2.json --init "$out/stage1/model.mpk"
+model="$out/stage2/model.mpk"
+
+echo "== zero-shot segmentation of the held-out pictures"
+for list in classes-caption classes; do
+  report="$out/eval-$list"
+  if [ ! -f "$report.json" ] || [ "$report.json" -ot "$model" ]; then
+    "$ovseg" eval --model "$model" --dataset voc --root "$out/world/val" \
+      --classes "$out/world/val/$list.txt" --baseline --out "$report.json" >"$report.txt"
+  fi
+  echo "-- class names: $list.txt"
+  cat "$report.txt"
+done
+
+echo "== the page"
+wasm=dist/ovseg-web_bg.wasm
+if [ ! -f "$wasm" ] || [ -n "$(find web model www Trunk.toml Cargo.lock -newer "$wasm" -type f | head -n 1)" ]; then
+  TRUNK_SKIP_VERSION_CHECK=true trunk build --release
+fi
+site="$out/site"
+rm -rf "$site"
+cp -r dist "$site"
+"$ovseg" export-web --model "$model" --out "$site/demo"
+mkdir -p "$site/demo/examples"
+cp "$out/world/examples/"*.jpg "$site/demo/examples/"
+python3 - "$out/world" "$site/demo/demo.json" <<'PY'
+import json, sys
+world, dest = sys.argv[1], sys.argv[2]
+examples = json.load(open(f"{world}/examples/examples.json"))
+classes = [c.strip() for c in open(f"{world}/val/classes-caption.txt") if c.strip()][1:]
+json.dump({
+    "labels": ", ".join(classes),
+    "background": True,
+    "examples": [{"name": " + ".join(e["classes"]), "image": f"examples/{e['file']}"} for e in examples],
+}, open(dest, "w"), indent=1)
+PY
+echo "site: $site (the trained model is its default, demo/model.ovseg)"
+[ "$serve" = 1 ] || exit 0
+echo "serving on http://127.0.0.1:$port/ (Ctrl-C stops)"
+exec python3 -m http.server --bind 127.0.0.1 --directory "$site" "$port"
