@@ -13,12 +13,12 @@ use burn::prelude::*;
 use indicatif::ProgressBar;
 use ovseg_model::eval::IouAccumulator;
 use ovseg_model::model::normalize;
-use ovseg_model::segmentation::{prepare_image, ClassEmbedder, ImageNorm, RgbImage};
+use ovseg_model::segmentation::{prepare_image, ImageNorm, RgbImage};
 use ovseg_model::text::TextTokenizer;
 use ovseg_model::OvSegmentor;
 
 use super::datasets::Dataset;
-use super::run::{read_sample, EvalOptions, EvalReport};
+use super::run::{class_embeddings, read_sample, EvalOptions, EvalReport};
 
 /// The image-level class of one picture: the index (into the foreground classes) of the best
 /// match of its normalised image embedding against `classes` ([K, D], normalised rows).
@@ -68,16 +68,9 @@ pub fn evaluate_baseline<B: Backend>(
     device: &B::Device,
 ) -> Result<EvalReport> {
     let start = std::time::Instant::now();
-    let classes = ClassEmbedder::new(tokenizer, options.template).embed(
-        model,
-        dataset.foreground(),
-        device,
-    )?;
+    let classes = class_embeddings(model, tokenizer, dataset, options, device)?;
     let window = model.segment_options(options.window).window;
-    let samples = &dataset.samples[..options
-        .limit
-        .unwrap_or(usize::MAX)
-        .min(dataset.samples.len())];
+    let samples = options.samples(dataset);
     progress.set_length(samples.len() as u64);
     let mut scores = IouAccumulator::new(dataset.classes.len());
     for sample in samples {

@@ -29,6 +29,29 @@ pub struct EvalOptions {
     pub window: Option<usize>,
 }
 
+impl EvalOptions {
+    /// The samples scored: the dataset's first `limit`, or all of them.
+    pub fn samples<'a>(&self, dataset: &'a Dataset) -> &'a [Sample] {
+        let n = self.limit.unwrap_or(usize::MAX).min(dataset.samples.len());
+        &dataset.samples[..n]
+    }
+}
+
+/// The dataset's foreground classes through the text side with the options' prompts: [K, D].
+pub fn class_embeddings<B: Backend>(
+    model: &OvSegmentor<B>,
+    tokenizer: &TextTokenizer,
+    dataset: &Dataset,
+    options: &EvalOptions,
+    device: &B::Device,
+) -> Result<Tensor<B, 2>> {
+    Ok(ClassEmbedder::new(tokenizer, options.template).embed(
+        model,
+        dataset.foreground(),
+        device,
+    )?)
+}
+
 /// What `ovseg eval --out` writes (percentages; a class absent from predictions and labels has
 /// a null IoU and is left out of the means).
 #[derive(Debug, Clone, Serialize)]
@@ -57,19 +80,12 @@ pub fn evaluate<B: Backend>(
     device: &B::Device,
 ) -> Result<EvalReport> {
     let start = std::time::Instant::now();
-    let classes = ClassEmbedder::new(tokenizer, options.template).embed(
-        model,
-        dataset.foreground(),
-        device,
-    )?;
+    let classes = class_embeddings(model, tokenizer, dataset, options, device)?;
     let segment = SegmentOptions {
         bg_thresh: dataset.bg_thresh,
         ..model.segment_options(options.window)
     };
-    let samples = &dataset.samples[..options
-        .limit
-        .unwrap_or(usize::MAX)
-        .min(dataset.samples.len())];
+    let samples = options.samples(dataset);
     if let Some(dir) = &options.save_pred {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
