@@ -52,6 +52,23 @@ pub struct SegmentationScores {
     pub acc: Vec<f64>,
 }
 
+/// Mean of the values that are not NaN (NaN when none is).
+fn nanmean(v: &[f64]) -> f64 {
+    let kept: Vec<f64> = v.iter().copied().filter(|x| !x.is_nan()).collect();
+    if kept.is_empty() {
+        f64::NAN
+    } else {
+        kept.iter().sum::<f64>() / kept.len() as f64
+    }
+}
+
+impl SegmentationScores {
+    /// mIoU (percent) over every class but class 0, the background, by the same rule as `miou`.
+    pub fn foreground_miou(&self) -> f64 {
+        nanmean(self.iou.get(1..).unwrap_or_default())
+    }
+}
+
 impl IouAccumulator {
     pub fn new(num_classes: usize) -> Self {
         Self {
@@ -115,14 +132,6 @@ impl IouAccumulator {
         let acc: Vec<f64> = (0..self.num_classes())
             .map(|c| ratio(self.intersect[c], self.label_area[c]))
             .collect();
-        let nanmean = |v: &[f64]| {
-            let kept: Vec<f64> = v.iter().copied().filter(|x| !x.is_nan()).collect();
-            if kept.is_empty() {
-                f64::NAN
-            } else {
-                kept.iter().sum::<f64>() / kept.len() as f64
-            }
-        };
         let total_label: u64 = self.label_area.iter().sum();
         let total_intersect: u64 = self.intersect.iter().sum();
         SegmentationScores {

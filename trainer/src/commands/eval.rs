@@ -55,7 +55,7 @@ pub struct Args {
     #[arg(long)]
     labels_file: Option<PathBuf>,
     /// Also score the image-level baseline (every pixel gets the class the whole picture's
-    /// embedding matches best, the picture resized to one 448x448 window) and print both
+    /// embedding matches best, the picture resized to one segmentation window) and print both
     /// tables side by side; --out then holds {"segmentation": .., "baseline": ..}.
     #[arg(long)]
     baseline: bool,

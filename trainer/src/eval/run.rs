@@ -166,10 +166,7 @@ impl EvalReport {
                 .zip(values.iter().copied())
                 .collect()
         };
-        let fg_miou = dataset.with_background.then(|| {
-            let kept: Vec<f64> = s.iou[1..].iter().copied().filter(|v| !v.is_nan()).collect();
-            kept.iter().sum::<f64>() / kept.len().max(1) as f64
-        });
+        let fg_miou = dataset.with_background.then(|| s.foreground_miou());
         EvalReport {
             dataset: dataset.name.clone(),
             images,

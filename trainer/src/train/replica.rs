@@ -270,11 +270,10 @@ impl<B: Backend> Replica<B> {
             if let Some(frozen) = self.frozen_text.as_mut() {
                 return frozen.encode(tokenizer, texts, rows);
             }
-            let tokens = match rows {
-                TextRows::Cls => tokenizer.encode_longest(texts)?,
-                TextRows::AllTokens => tokenizer.encode_fixed(texts)?,
-            };
-            Ok(tokens.to_tensors::<Autodiff<B>>(device).into())
+            Ok(rows
+                .tokenize(tokenizer, texts)?
+                .to_tensors::<Autodiff<B>>(device)
+                .into())
         };
         Ok(TrainBatch {
             images: images(&batch.images),

@@ -8,10 +8,10 @@ use anyhow::Result;
 use burn::backend::Autodiff;
 use burn::prelude::*;
 use ovseg_model::losses::TextInput;
-use ovseg_model::text::{TextEncoder, TextTokenizer};
+use ovseg_model::text::{TextBatch, TextEncoder, TextTokenizer};
 
 /// Which part of the hidden state a text needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TextRows {
     /// The [CLS] row only, texts padded to the longest of the batch (captions, answers,
     /// entity prompts: only their embedding is read).
@@ -20,9 +20,22 @@ pub enum TextRows {
     AllTokens,
 }
 
+impl TextRows {
+    /// Tokens for this part: padded to the longest text for [CLS] reads, to 77 for all tokens.
+    pub fn tokenize(self, tokenizer: &TextTokenizer, texts: &[String]) -> Result<TextBatch> {
+        Ok(match self {
+            TextRows::Cls => tokenizer.encode_longest(texts)?,
+            TextRows::AllTokens => tokenizer.encode_fixed(texts)?,
+        })
+    }
+}
+
 pub struct FrozenText<B: Backend> {
     encoder: TextEncoder<B>,
-    rows: HashMap<(TextRows, String), Tensor<B, 3>>,
+    /// [1, 1, hidden] rows by text.
+    cls: HashMap<String, Tensor<B, 3>>,
+    /// [1, 77, hidden] rows by text.
+    all_tokens: HashMap<String, Tensor<B, 3>>,
     /// Floats that may still be cached; past it, texts are encoded every time they come.
     budget: usize,
     device: B::Device,
@@ -33,7 +46,8 @@ impl<B: Backend> FrozenText<B> {
     pub fn new(encoder: TextEncoder<B>, budget_mb: usize, device: B::Device) -> Self {
         Self {
             encoder,
-            rows: HashMap::new(),
+            cls: HashMap::new(),
+            all_tokens: HashMap::new(),
             budget: budget_mb * (1 << 20) / std::mem::size_of::<f32>(),
             device,
         }
@@ -47,19 +61,21 @@ impl<B: Backend> FrozenText<B> {
         texts: &[String],
         kind: TextRows,
     ) -> Result<TextInput<Autodiff<B>>> {
+        let rows = match kind {
+            TextRows::Cls => &mut self.cls,
+            TextRows::AllTokens => &mut self.all_tokens,
+        };
         let mut missing: Vec<String> = Vec::new();
         for text in texts {
-            if !self.rows.contains_key(&(kind, text.clone())) && !missing.contains(text) {
+            if !rows.contains_key(text) && !missing.contains(text) {
                 missing.push(text.clone());
             }
         }
         let mut uncached = HashMap::new();
         if !missing.is_empty() {
-            let tokens = match kind {
-                TextRows::Cls => tokenizer.encode_longest(&missing)?,
-                TextRows::AllTokens => tokenizer.encode_fixed(&missing)?,
-            };
-            let (ids, mask) = tokens.to_tensors::<B>(&self.device);
+            let (ids, mask) = kind
+                .tokenize(tokenizer, &missing)?
+                .to_tensors::<B>(&self.device);
             let hidden = self.encoder.forward(ids, mask);
             let [_, len, width] = hidden.dims();
             let len = if kind == TextRows::Cls { 1 } else { len };
@@ -67,22 +83,23 @@ impl<B: Backend> FrozenText<B> {
                 let row = hidden.clone().slice([i..i + 1, 0..len, 0..width]);
                 if self.budget >= len * width {
                     self.budget -= len * width;
-                    self.rows.insert((kind, text), row);
+                    rows.insert(text, row);
                 } else {
                     uncached.insert(text, row);
                 }
             }
         }
-        let rows: Vec<Tensor<B, 3>> = texts
+        let batch: Vec<Tensor<B, 3>> = texts
             .iter()
             .map(|t| {
-                self.rows
-                    .get(&(kind, t.clone()))
+                rows.get(t)
                     .or_else(|| uncached.get(t))
                     .expect("every text was encoded above")
                     .clone()
             })
             .collect();
-        Ok(TextInput::Encoded(Tensor::from_inner(Tensor::cat(rows, 0))))
+        Ok(TextInput::Encoded(Tensor::from_inner(Tensor::cat(
+            batch, 0,
+        ))))
     }
 }
