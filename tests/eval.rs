@@ -106,15 +106,21 @@ fn brute_force_iou(pairs: &[(u32, u32)], classes: usize) -> Vec<Option<f64>> {
         .collect()
 }
 
+/// The reference fixture's model, read from its released checkpoint.
+fn fixture_model(device: &burn::tensor::Device<B>) -> ovseg_model::OvSegmentor<B> {
+    ovseg_model::import::load_checkpoint::<B>(
+        &tiny_dir().join("checkpoint.pth"),
+        &ovseg_model::OvsegConfig::tiny(),
+        device,
+    )
+    .unwrap()
+    .0
+}
+
 #[test]
 fn every_layout_scores_like_a_brute_force_count() {
     let device = Default::default();
-    let (model, _) = ovseg_model::import::load_checkpoint::<B>(
-        &tiny_dir().join("checkpoint.pth"),
-        &ovseg_model::OvsegConfig::tiny(),
-        &device,
-    )
-    .unwrap();
+    let model = fixture_model(&device);
     let tokenizer = TextTokenizer::bert_base_uncased();
     let dir = scratch("layouts");
     let model_file = convert_fixture(env!("CARGO_BIN_EXE_ovseg"), &dir, &["--inference-only"]);
@@ -397,12 +403,7 @@ fn image_level_baseline_scores_by_hand() {
 
     // Each picture's image-level class, recomputed from the model's parts, counted by brute
     // force. (Segmentation needs two foreground classes at least, so the list has three.)
-    let (model, _) = ovseg_model::import::load_checkpoint::<B>(
-        &tiny_dir().join("checkpoint.pth"),
-        &ovseg_model::OvsegConfig::tiny(),
-        &device,
-    )
-    .unwrap();
+    let model = fixture_model(&device);
     let tokenizer = TextTokenizer::bert_base_uncased();
     let names = ["cat".to_string(), "dog".to_string()];
     let embeddings = ClassEmbedder::new(&tokenizer, TemplateSet::Simple)
