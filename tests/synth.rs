@@ -349,3 +349,48 @@ fn detail_changes_how_much_captions_say_and_not_the_pictures() {
     std::fs::remove_dir_all(&full).ok();
     std::fs::remove_dir_all(&plain).ok();
 }
+
+/// `--typical-colours` changes the pictures (objects wear their kinds' colours), keeps the
+/// ground truth's kinds valid, and is part of what makes a world the same world.
+#[test]
+fn typical_colours_are_part_of_the_world() {
+    let world = |name: &str, typical: &str| {
+        let out = scratch(name);
+        let dir = s(&out).to_string();
+        let args = [
+            "synth",
+            "--out",
+            &dir,
+            "--train",
+            "20",
+            "--val",
+            "2",
+            "--size",
+            "64",
+            "--seed",
+            "5",
+            "--typical-colours",
+            typical,
+        ];
+        ok(&args);
+        let args = args.map(String::from);
+        (out, args)
+    };
+    let (uniform, _) = world("synth-typical-0", "0");
+    let (usual, args) = world("synth-typical-1", "1");
+    let picture = |out: &Path| std::fs::read(out.join("train/images/train_000000.jpg")).unwrap();
+    assert_ne!(picture(&uniform), picture(&usual));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(usual.join("synth.json")).unwrap()).unwrap();
+    assert_eq!(manifest["params"]["typical_colours"], 1.0);
+    let readme = std::fs::read_to_string(usual.join("README.txt")).unwrap();
+    assert!(readme.contains("typically red or white"), "{readme}");
+    // The same parameters again: reused, not rewritten.
+    let again = ovseg(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("reusing"));
+    let bad = ovseg(&["synth", "--out", s(&usual), "--typical-colours", "1.5"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--typical-colours 1.5"));
+    std::fs::remove_dir_all(&uniform).ok();
+    std::fs::remove_dir_all(&usual).ok();
+}

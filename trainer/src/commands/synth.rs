@@ -38,6 +38,11 @@ pub struct Args {
     /// lower: more captions that name only the objects).
     #[arg(long, default_value_t = 1.0)]
     detail: f64,
+    /// How often an object comes in one of its kind's two typical colours, 0-1 (0: any of the
+    /// ten colours, equally likely; each colour is typical of two kinds, so it narrows down
+    /// what an object is and the shape decides).
+    #[arg(long, default_value_t = 0.0)]
+    typical_colours: f64,
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -106,10 +111,14 @@ fn generate(
     progress: &ProgressBar,
     save: impl Fn(&synth::Sample) -> Result<()> + Sync,
 ) -> Result<Vec<Made>> {
+    let style = synth::Style {
+        detail: args.detail,
+        typical_colours: args.typical_colours,
+    };
     (0..n)
         .into_par_iter()
         .map(|i| {
-            let sample = synth::sample(args.seed, split, i, args.size, args.detail);
+            let sample = synth::sample(args.seed, split, i, args.size, style);
             save(&sample)?;
             progress.inc(1);
             Ok(Made {
@@ -154,6 +163,12 @@ pub fn run(args: Args) -> Result<()> {
     if !(0.0..=1.0).contains(&args.detail) {
         bail!("--detail {} must be between 0 and 1", args.detail);
     }
+    if !(0.0..=1.0).contains(&args.typical_colours) {
+        bail!(
+            "--typical-colours {} must be between 0 and 1",
+            args.typical_colours
+        );
+    }
     if args.train == 0 && args.val == 0 {
         bail!("nothing to generate: --train and --val are both 0");
     }
@@ -174,6 +189,7 @@ pub fn run(args: Args) -> Result<()> {
         "examples": args.examples,
         "quality": args.quality,
         "detail": args.detail,
+        "typical_colours": args.typical_colours,
     });
     if is_complete(out, &params, &args) {
         println!(
@@ -291,6 +307,12 @@ fn readme(args: &Args) -> String {
         .iter()
         .map(|k| {
             let words = k.caption_words().join("/");
+            let words = if args.typical_colours > 0.0 {
+                let [a, b] = k.typical_colours();
+                format!("{words:<16} typically {a} or {b}")
+            } else {
+                words
+            };
             if k.eval_name() == k.entity() {
                 format!("  {} {words}", k.label())
             } else {
@@ -303,11 +325,12 @@ fn readme(args: &Args) -> String {
         })
         .collect();
     format!(
-        "A synthetic world for OVSegmentor, made by `ovseg synth --train {train} --val {val} --size {size} --seed {seed}`
-(generator version {GENERATOR_VERSION}).
+        "A synthetic world for OVSegmentor, made by `ovseg synth --train {train} --val {val} --size {size} --seed {seed}
+--detail {detail} --typical-colours {typical}` (generator version {GENERATOR_VERSION}).
 
 Pictures: {size}x{size} JPEG, 1-4 objects of ten kinds with varied colours, patterns (stripes,
-dots, checks), sizes (15-55% of the side), positions, tilts and mirror images, overlapping
+dots, checks; with --typical-colours, each kind mostly in its two typical colours), sizes
+(15-55% of the side), positions, tilts and mirror images, overlapping
 (the ground truth is the object on top; every object keeps at least 40% of its pixels visible),
 on textured backgrounds: sky, sunset, grass, water, sand, snow, brick or painted walls, wooden
 or tiled floors. Backgrounds are label 0.
@@ -340,6 +363,8 @@ Evaluate:
         val = args.val,
         size = args.size,
         seed = args.seed,
+        detail = args.detail,
+        typical = args.typical_colours,
         kinds = kinds.join("\n"),
     )
 }

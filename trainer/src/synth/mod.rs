@@ -55,12 +55,31 @@ fn splitmix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Pair `index` of `split`; `detail` as in [`captions::caption`].
-pub fn sample(seed: u64, split: Split, index: usize, size: usize, detail: f64) -> Sample {
+/// How the world looks and is described, beyond its seed and size.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Style {
+    /// How often captions say colours, patterns and the place, as in [`captions::caption`].
+    pub detail: f64,
+    /// How often an object takes one of its kind's [`Kind::typical_colours`]; 0 draws every
+    /// colour uniformly (the world of generator version 1).
+    pub typical_colours: f64,
+}
+
+impl Default for Style {
+    fn default() -> Self {
+        Self {
+            detail: 1.0,
+            typical_colours: 0.0,
+        }
+    }
+}
+
+/// Pair `index` of `split`.
+pub fn sample(seed: u64, split: Split, index: usize, size: usize, style: Style) -> Sample {
     let stream = splitmix(splitmix(seed) ^ splitmix(split as u64 + 1) ^ index as u64);
     let mut rng = ChaCha8Rng::seed_from_u64(stream);
-    let scene = Scene::random(&mut rng, size);
-    let caption = captions::caption(&mut rng, &scene, detail);
+    let scene = Scene::random(&mut rng, size, style.typical_colours);
+    let caption = captions::caption(&mut rng, &scene, style.detail);
     let rendered = scene.render();
     let mut kinds: Vec<Kind> = scene.objects.iter().map(|o| o.kind).collect();
     kinds.sort();
@@ -145,8 +164,11 @@ mod tests {
         let vocab = EntityVocab::default();
         // At any level of detail: colour and place words never add or hide an entity.
         for index in 0..400 {
-            let detail = if index % 2 == 0 { 1.0 } else { 0.3 };
-            let s = sample(7, Split::Train, index, 96, detail);
+            let style = Style {
+                detail: if index % 2 == 0 { 1.0 } else { 0.3 },
+                typical_colours: if index % 3 == 0 { 0.0 } else { 0.9 },
+            };
+            let s = sample(7, Split::Train, index, 96, style);
             let mut found = vocab.extract(&s.caption).classes;
             found.sort();
             let mut expected: Vec<String> =
@@ -179,11 +201,11 @@ mod tests {
     #[test]
     fn same_seed_same_sample() {
         let (a, b) = (
-            sample(3, Split::Val, 5, 64, 1.0),
-            sample(3, Split::Val, 5, 64, 1.0),
+            sample(3, Split::Val, 5, 64, Style::default()),
+            sample(3, Split::Val, 5, 64, Style::default()),
         );
         assert_eq!((a.rgb, a.labels, a.caption), (b.rgb, b.labels, b.caption));
-        let c = sample(4, Split::Val, 5, 64, 1.0);
-        assert_ne!(sample(3, Split::Val, 5, 64, 1.0).rgb, c.rgb);
+        let c = sample(4, Split::Val, 5, 64, Style::default());
+        assert_ne!(sample(3, Split::Val, 5, 64, Style::default()).rgb, c.rgb);
     }
 }

@@ -53,7 +53,9 @@ fn jitter(rng: &mut impl Rng, c: [f32; 3], amount: f32) -> [f32; 3] {
 }
 
 impl Object {
-    fn random(rng: &mut impl Rng, kind: Kind, size: usize, count: usize) -> Self {
+    /// `typical`: the probability that the object takes one of its kind's typical colours
+    /// rather than any colour.
+    fn random(rng: &mut impl Rng, kind: Kind, size: usize, count: usize, typical: f64) -> Self {
         let s = size as f32;
         // The object's extent (twice `scale`) is 15-55% of the side, smaller when crowded.
         let (lo, hi) = match count {
@@ -66,7 +68,13 @@ impl Object {
         let margin = scale * 0.6;
         let cx = rng.random_range(margin..(s - margin));
         let cy = rng.random_range(margin..(s - margin));
-        let &(colour, main) = COLOURS.choose(rng).expect("colours");
+        // No draw at all when `typical` is 0, so such worlds are the generator's first ones.
+        let &(colour, main) = if typical > 0.0 && rng.random_bool(typical) {
+            let name = *kind.typical_colours().choose(rng).expect("two colours");
+            COLOURS.iter().find(|(n, _)| *n == name).expect("a named colour")
+        } else {
+            COLOURS.choose(rng).expect("colours")
+        };
         let second = loop {
             let &(name, c) = COLOURS.choose(rng).expect("colours");
             if name != colour {
@@ -180,7 +188,7 @@ pub struct Rendered {
 impl Scene {
     /// A random scene whose every object keeps at least 40% of its pixels visible and is big
     /// enough to see, so every object a caption names is really in the picture.
-    pub fn random(rng: &mut impl Rng, size: usize) -> Self {
+    pub fn random(rng: &mut impl Rng, size: usize, typical_colours: f64) -> Self {
         let backdrop = Backdrop::random(rng);
         let min_pixels = (size * size) / 150;
         loop {
@@ -197,7 +205,7 @@ impl Scene {
             }
             let objects = kinds
                 .into_iter()
-                .map(|k| Object::random(rng, k, size, count))
+                .map(|k| Object::random(rng, k, size, count, typical_colours))
                 .collect();
             let scene = Scene {
                 size,
@@ -271,6 +279,49 @@ impl Scene {
                 .flat_map(|c| c.map(|v| v.round().clamp(0.0, 255.0) as u8))
                 .collect(),
             labels,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    fn colours_drawn(typical: f64) -> (usize, usize) {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let (mut usual, mut all) = (0, 0);
+        for _ in 0..300 {
+            for o in Scene::random(&mut rng, 96, typical).objects {
+                all += 1;
+                usual += o.kind.typical_colours().contains(&o.colour) as usize;
+            }
+        }
+        (usual, all)
+    }
+
+    #[test]
+    fn typical_colours_set_how_often_objects_wear_their_kinds_colours() {
+        let (usual, all) = colours_drawn(1.0);
+        assert_eq!(usual, all);
+        // Uniform colours hit a kind's two of ten about a fifth of the time.
+        let (usual, all) = colours_drawn(0.0);
+        let share = usual as f64 / all as f64;
+        assert!((0.15..0.25).contains(&share), "{usual} of {all}");
+        let (usual, all) = colours_drawn(0.5);
+        let share = usual as f64 / all as f64;
+        assert!((0.5..0.7).contains(&share), "{usual} of {all}");
+    }
+
+    #[test]
+    fn every_colour_is_typical_of_two_kinds() {
+        for (name, _) in COLOURS {
+            let kinds = Kind::ALL
+                .iter()
+                .filter(|k| k.typical_colours().contains(&name))
+                .count();
+            assert_eq!(kinds, 2, "{name}");
         }
     }
 }

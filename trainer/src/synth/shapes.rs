@@ -36,6 +36,24 @@ impl Kind {
         Kind::ALL.iter().position(|&k| k == self).expect("listed") as u8 + 1
     }
 
+    /// The two colours most objects of the kind come in (each colour is typical of two kinds),
+    /// as bananas tend to be yellow: the colour narrows down what an object is, its shape
+    /// decides. `synth --typical-colours` sets how often an object takes one of them.
+    pub fn typical_colours(self) -> [&'static str; 2] {
+        match self {
+            Kind::Ball => ["red", "white"],
+            Kind::Kite => ["yellow", "pink"],
+            Kind::House => ["white", "brown"],
+            Kind::Umbrella => ["black", "purple"],
+            Kind::Clock => ["grey", "black"],
+            Kind::Cup => ["blue", "pink"],
+            Kind::Bottle => ["green", "brown"],
+            Kind::Boat => ["blue", "green"],
+            Kind::Car => ["grey", "yellow"],
+            Kind::Flower => ["purple", "red"],
+        }
+    }
+
     /// The entity class captions use.
     pub fn entity(self) -> &'static str {
         match self {
