@@ -7,6 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ovseg-target}"
+# At run time, not the compile-time path the tests fall back to: a test binary reused from
+# another checkout sharing the target folder would look beside that checkout.
+export OVSEG_FIXTURES="${OVSEG_FIXTURES:-$(cd .. && pwd)/shared/fixtures}"
 .ci/fetch-minilm
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
