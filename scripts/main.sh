@@ -54,13 +54,37 @@ echo "== the caption world"
   --typical-colours 1 --detail 0
 data="$out/world/train/meta.jsonl"
 
+# What a stage is trained from: the world, its arguments, the files they name and the inputs of
+# the stage it starts from. A stage whose inputs changed (a new recipe, another world, a
+# retrained stage 1) is trained again rather than reused.
+inputs_of() {
+  {
+    cat "$out/world/synth.json"
+    printf '%s\n' "$@" "${steps[@]}"
+    for arg in "$@"; do
+      case "$arg" in
+        *.mpk) cat "$(dirname "$arg")/inputs.sha256" 2>/dev/null || true ;;
+        *) if [ -f "$arg" ]; then cat "$arg"; fi ;;
+      esac
+    done
+  } | sha256sum | cut -d' ' -f1
+}
+
 train() {
   local dir=$1
   shift
+  local inputs
+  inputs=$(inputs_of "$@")
+  if [ -d "$dir" ] && [ "$(cat "$dir/inputs.sha256" 2>/dev/null)" != "$inputs" ]; then
+    echo "$dir was trained from other inputs: training it again"
+    rm -rf "$dir"
+  fi
   if [ -f "$dir/model.mpk" ]; then
     echo "$dir/model.mpk exists: reused"
     return
   fi
+  mkdir -p "$dir"
+  echo "$inputs" >"$dir/inputs.sha256"
   local resume=()
   [ -f "$dir/checkpoints/latest" ] && resume=(--resume)
   "$ovseg" train --out "$dir" --data "$data" "$@" "${steps[@]}" "${resume[@]}"
