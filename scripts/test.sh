@@ -26,13 +26,17 @@ if [ "$browser_status" != 0 ] && [ "$bfailed" = 0 ]; then bfailed=1; fi
 passed=$((passed + bpassed))
 failed=$((failed + bfailed))
 # The main job at toy size: every step of scripts/main.sh (world, both stages, evaluation beside
-# the baseline, export, the site with its demo.json and examples) runs and leaves its outputs.
+# the baseline, export, the site with its demo.json and examples) runs and leaves its outputs,
+# and a second run reuses what the first trained.
 smoke=$(mktemp -d)
 if OVSEG_OUT="$smoke/demo" bash scripts/main.sh --smoke >"$smoke/log" 2>&1 &&
   grep -q '"fg_miou"' "$smoke/demo/eval-classes.json" &&
   [ -f "$smoke/demo/site/index.html" ] && [ -f "$smoke/demo/site/demo/model.ovseg" ] &&
   [ -f "$smoke/demo/site/demo/classes.json" ] && [ -f "$smoke/demo/site/demo/demo.json" ] &&
-  [ -f "$smoke/demo/site/demo/examples/val_000000.jpg" ]; then
+  [ -f "$smoke/demo/site/demo/examples/val_000000.jpg" ] &&
+  # A rerun reuses both trained stages (their inputs are unchanged).
+  OVSEG_OUT="$smoke/demo" bash scripts/main.sh --smoke >"$smoke/rerun" 2>&1 &&
+  [ "$(grep -c 'model.mpk exists: reused' "$smoke/rerun")" = 2 ]; then
   echo "main job (scripts/main.sh --smoke): ok"
   passed=$((passed + 1))
 else
