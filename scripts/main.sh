@@ -12,7 +12,8 @@
 #     caption words and with synonyms no caption contains;
 #  5. exports the browser model, builds the page and serves it on 127.0.0.1 with that model and
 #     held-out pictures preloaded.
-# A rerun reuses every finished step (a killed training run resumes from its checkpoint).
+# A rerun reuses every finished step made from the same inputs (a killed training run resumes
+# from its checkpoint).
 #   OVSEG_OUT=out/demo   where everything goes
 #   PORT=8080            the port it serves on
 #   --no-serve           stop once the site is built

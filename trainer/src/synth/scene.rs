@@ -71,7 +71,10 @@ impl Object {
         // No draw at all when `typical` is 0, so such worlds are the generator's first ones.
         let &(colour, main) = if typical > 0.0 && rng.random_bool(typical) {
             let name = *kind.typical_colours().choose(rng).expect("two colours");
-            COLOURS.iter().find(|(n, _)| *n == name).expect("a named colour")
+            COLOURS
+                .iter()
+                .find(|(n, _)| *n == name)
+                .expect("a named colour")
         } else {
             COLOURS.choose(rng).expect("colours")
         };
