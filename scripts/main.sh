@@ -115,7 +115,9 @@ fi
 site="$out/site"
 rm -rf "$site"
 cp -r dist "$site"
-"$ovseg" export-web --model "$model" --out "$site/demo"
+# The world's words are precomputed: the page's first segmentations need only the image pack.
+words=$(tail -n +2 "$out/world/val/classes-caption.txt" | paste -sd, -)
+"$ovseg" export-web --model "$model" --out "$site/demo" --labels "$words"
 mkdir -p "$site/demo/examples"
 cp "$out/world/examples/"*.jpg "$site/demo/examples/"
 python3 - "$out/world" "$site/demo/demo.json" <<'PY'
@@ -129,7 +131,7 @@ json.dump({
     "examples": [{"name": " + ".join(e["classes"]), "image": f"examples/{e['file']}"} for e in examples],
 }, open(dest, "w"), indent=1)
 PY
-echo "site: $site (the trained model is its default, demo/model.ovseg)"
+echo "site: $site (the trained model is its default, demo/image.ovsegpack)"
 [ "$serve" = 1 ] || exit 0
 echo "serving on http://127.0.0.1:$port/ (Ctrl-C stops)"
 exec python3 -m http.server --bind 127.0.0.1 --directory "$site" "$port"

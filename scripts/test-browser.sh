@@ -31,7 +31,8 @@ cargo build --locked -p ovseg-trainer --bin ovseg
 # OVSEG_BIN: another ovseg binary (e.g. when several checkouts share one target folder).
 ovseg="${OVSEG_BIN:-$CARGO_TARGET_DIR/debug/ovseg}"
 
-# --- the site: dist plus the fixture model as the demo model
+# --- the site: dist plus the fixture model as the demo model, exported as the main job exports
+# its model (int8 image pack first, text pack on demand, preset embeddings)
 work=$(mktemp -d)
 server_pid=""
 cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; rm -rf "$work"; }
@@ -40,6 +41,7 @@ site="$work/site"
 cp -r dist "$site"
 mkdir -p "$site/demo"
 "$ovseg" convert --checkpoint "$tiny/checkpoint.pth" --config "$tiny/model.json" --out "$work/tiny.ovseg" >/dev/null
+"$ovseg" export-web --model "$work/tiny.ovseg" --out "$site/demo" >/dev/null
 cp "$work/tiny.ovseg" "$site/demo/model.ovseg"
 # A second demo folder with the demo.json the main job writes (examples and words of its model).
 mkdir -p "$site/demo-world"
@@ -59,8 +61,14 @@ for _ in $(seq 50); do curl -fs "$base" >/dev/null 2>&1 && break; sleep 0.1; don
 
 # --- the native reference: the same picture and words through the CLI, and its share link
 voc="aeroplane,bicycle,bird,boat,bottle,bus,car,cat,chair,cow,table,dog,horse,motorbike,person,plant,sheep,sofa,train,monitor"
-cli_out=$("$ovseg" segment --model "$work/tiny.ovseg" --image www/examples/astronaut.png --labels "$voc" \
+cli_out=$("$ovseg" segment --model "$site/demo/image.ovsegpack" --image www/examples/astronaut.png --labels "$voc" \
   --out-mask "$work/reference.png" --share-url "$base" --share-image-url "${base}examples/astronaut.png")
+# Words outside the presets, which make the page fetch the text pack.
+"$ovseg" segment --model "$site/demo/image.ovsegpack" --image www/examples/cat.png --labels "cat, sky, grass" \
+  --out-mask "$work/reference-words.png" >/dev/null
+# The single-file model (`ovseg convert`) on the same picture and words.
+"$ovseg" segment --model "$work/tiny.ovseg" --image www/examples/astronaut.png --labels "$voc" \
+  --out-mask "$work/reference-f32.png" >/dev/null
 cli_link=$(grep -o "${base}#ovseg1\.[A-Za-z0-9_-]*" <<<"$cli_out")
 hostile_out=$("$ovseg" segment --model "$work/tiny.ovseg" --image www/examples/cat.png \
   --labels "<img src=x onerror=alert(1)>,dog" --no-background --out-mask "$work/hostile.png" --share-url "$base")
@@ -69,13 +77,16 @@ hostile_link=$(grep -o "${base}#ovseg1\.[A-Za-z0-9_-]*" <<<"$hostile_out")
 rm -rf tests/browser/artifacts
 status=0
 node tests/browser/run.mjs --base "$base" --reference "$work/reference.png" --cli-link "$cli_link" \
+  --reference-words "$work/reference-words.png" --reference-f32 "$work/reference-f32.png" \
   --hostile-link "$hostile_link" --artifacts tests/browser/artifacts \
   $([ "$bench" = 1 ] && echo "--bench $work/bench.json") || status=$?
 
 if [ "$bench" = 1 ] && [ -f "$work/bench.json" ]; then
   wasm_gz=$(gzip -9c dist/ovseg-web_bg.wasm | wc -c)
   js_gz=$(cat dist/*.js dist/*.css dist/index.html | gzip -9c | wc -c)
-  model=$(stat -c %s "$site/demo/model.ovseg")
+  # What the page fetches before its first segmentation with preset words: the image pack and
+  # the preset embeddings (the text pack and tokenizer only come for other words).
+  model=$(( $(stat -c %s "$site/demo/image.ovsegpack") + $(stat -c %s "$site/demo/classes.json") ))
   python3 - "$bench" "$wasm_gz" "$js_gz" "$model" "$work/bench.json" <<'EOF'
 import json, sys
 _, _, wasm_gz, js_gz, model, bench = sys.argv
@@ -85,7 +96,7 @@ print("| budget | measured |")
 print("|---|---|")
 print(f"| app wasm (gzip -9, WebGPU + CPU) | {mb(wasm_gz)} |")
 print(f"| page JS, CSS, HTML (gzip -9) | {int(js_gz) / 1024:.1f} kB |")
-print(f"| bytes before the first segmentation (app gzip + fixture model) | {mb(int(wasm_gz) + int(js_gz) + int(model))} |")
+print(f"| bytes before the first segmentation (app gzip + fixture image pack + classes.json) | {mb(int(wasm_gz) + int(js_gz) + int(model))} |")
 for k in ("cpu", "webgpu"):
     if k in b:
         print(f"| 512x512 segmentation, {k}, headless Chromium (median of 3) | {b[k] / 1000:.2f} s |")

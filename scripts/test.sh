@@ -31,7 +31,7 @@ failed=$((failed + bfailed))
 smoke=$(mktemp -d)
 if OVSEG_OUT="$smoke/demo" bash scripts/main.sh --smoke >"$smoke/log" 2>&1 &&
   grep -q '"fg_miou"' "$smoke/demo/eval-classes.json" &&
-  [ -f "$smoke/demo/site/index.html" ] && [ -f "$smoke/demo/site/demo/model.ovseg" ] &&
+  [ -f "$smoke/demo/site/index.html" ] && [ -f "$smoke/demo/site/demo/image.ovsegpack" ] &&
   [ -f "$smoke/demo/site/demo/classes.json" ] && [ -f "$smoke/demo/site/demo/demo.json" ] &&
   [ -f "$smoke/demo/site/demo/examples/val_000000.jpg" ] &&
   # A rerun reuses both trained stages (their inputs are unchanged).

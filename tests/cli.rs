@@ -353,18 +353,27 @@ fn export_web_writes_a_small_model_and_the_preset_embeddings() {
     let dir = scratch("export-web");
     let model = converted(&dir, &[]);
     let out = dir.join("web");
-    let stdout = ok(&["export-web", "--model", s(&model), "--out", s(&out)]);
+    let stdout = ok(&[
+        "export-web",
+        "--model",
+        s(&model),
+        "--out",
+        s(&out),
+        "--labels",
+        "cat, sky, grass",
+    ]);
     assert!(stdout.contains("classes.json"), "{stdout}");
     for f in [
-        "model.ovseg",
-        "model.json",
+        "image.ovsegpack",
+        "text.ovsegpack",
         "tokenizer.json",
         "classes.json",
     ] {
         assert!(out.join(f).is_file(), "{f} written");
     }
+    let size = |f: &str| std::fs::metadata(out.join(f)).unwrap().len();
     let full = std::fs::metadata(&model).unwrap().len();
-    let small = std::fs::metadata(out.join("model.ovseg")).unwrap().len();
+    let small = size("image.ovsegpack") + size("text.ovsegpack");
     assert!(small * 2 < full, "export {small} B vs convert {full} B");
 
     let classes: serde_json::Value =
@@ -391,22 +400,65 @@ fn export_web_writes_a_small_model_and_the_preset_embeddings() {
                 .collect();
         }
     }
-    // The VOC preset is the reference's own class classifier (same prompts, f32 text side).
+    // The presets are embedded by the int8 model the page holds: each VOC class embedding
+    // points where the reference's (f32) does.
     let reference = Fixture::open(tiny_dir().join("outputs.safetensors"));
-    assert_close(
-        "class_embedding",
-        &voc,
-        &reference.f32s("class_embedding"),
-        1e-4,
-        1e-4,
-    );
+    let expected_voc = reference.f32s("class_embedding");
+    for (got, want) in voc.chunks(32).zip(expected_voc.chunks(32)) {
+        let cos: f32 = got.iter().zip(want).map(|(a, b)| a * b).sum();
+        assert!(
+            cos > 0.99,
+            "int8 VOC class embedding at cosine {cos} from the reference"
+        );
+    }
+    // With f32 storage the VOC preset is the reference's own class classifier.
+    let out32 = dir.join("web32");
+    ok(&[
+        "export-web",
+        "--model",
+        s(&model),
+        "--out",
+        s(&out32),
+        "--precision",
+        "f32",
+    ]);
+    let classes32: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out32.join("classes.json")).unwrap()).unwrap();
+    let voc32: Vec<f32> = base64::engine::general_purpose::STANDARD
+        .decode(classes32["datasets"]["voc"]["embeddings"].as_str().unwrap())
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert_close("class_embedding", &voc32, &expected_voc, 1e-4, 1e-4);
 
-    // The f16 export segments the reference picture (accuracy measured against seg_pred_slide).
+    // The page's starting words (www/index.html) are precomputed, so its first segmentation
+    // never needs the text pack.
+    let html = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../www/index.html"),
+    )
+    .unwrap();
+    let start = html
+        .find("id=\"labels\"")
+        .expect("labels box in index.html");
+    let text = &html[start..];
+    let words = &text[text.find('>').unwrap() + 1..text.find("</textarea>").unwrap()];
+    let words: Vec<&str> = words.split(',').map(str::trim).collect();
+    assert_eq!(
+        classes["datasets"]["page"]["labels"],
+        serde_json::json!(words)
+    );
+    let extra = &classes["datasets"]["labels1"];
+    assert_eq!(extra["labels"], serde_json::json!(["cat", "sky", "grass"]));
+    assert_eq!(extra["with_background"], true);
+
+    // The int8 export segments the reference picture (accuracy measured against seg_pred_slide);
+    // natively the image pack is read with the text pack beside it.
     let mask = dir.join("m.png");
     ok(&[
         "segment",
         "--model",
-        s(&out.join("model.ovseg")),
+        s(&out.join("image.ovsegpack")),
         "--image",
         s(&tiny_dir().join("seg_image.png")),
         "--labels",
@@ -422,13 +474,28 @@ fn export_web_writes_a_small_model_and_the_preset_embeddings() {
         .collect();
     let agree = labels.iter().zip(&expected).filter(|(a, b)| a == b).count();
     println!(
-        "f16 export: {agree} of {} pixels as the f32 reference",
+        "int8 export: {agree} of {} pixels as the f32 reference",
         expected.len()
     );
     assert!(
         agree * 100 >= expected.len() * 99,
-        "f16 export keeps {agree} of {}",
+        "int8 export keeps {agree} of {}",
         expected.len()
+    );
+
+    std::fs::remove_file(out.join("text.ovsegpack")).unwrap();
+    let e = fails(&[
+        "segment",
+        "--model",
+        s(&out.join("image.ovsegpack")),
+        "--image",
+        s(&tiny_dir().join("seg_image.png")),
+        "--labels",
+        VOC,
+    ]);
+    assert!(
+        e.contains("text.ovsegpack") && e.contains("not beside it"),
+        "{e}"
     );
 }
 

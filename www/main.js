@@ -4,7 +4,7 @@
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
-const DEFAULT_MODEL = params.get('model') || 'demo/model.ovseg';
+const DEFAULT_MODEL = params.get('model') || 'demo/image.ovsegpack';
 const MODEL_CACHE = 'ovseg-models-v1';
 const MAX_PICTURE_PIXELS = 4096 * 4096; // what a share link can hold
 const EMBED_SIDE = 256; // longest side of the JPEG embedded in share links
@@ -41,6 +41,10 @@ const state = {
   adapter: null,
   modelUrl: '', // '' when the model came from a file
   modelReady: false,
+  // An image pack (`ovseg export-web`) segments preset words at once; its text part is fetched
+  // (or taken from the chosen files) the first time other words are asked for.
+  hasText: false,
+  textFile: null,
   picture: null, // {width, height, rgba, url|null, bitmap}
   result: null, // {width, height, names, mask, labels, background, bgThresh, template}
   vocab: null,
@@ -62,6 +66,11 @@ function setStatus() {
   if (state.backend) parts.push(state.backend === 'webgpu' ? `WebGPU${state.adapter ? ` (${state.adapter})` : ''}` : 'CPU (WebAssembly)');
   if (state.timings.download != null) parts.push(`model ${formatBytes(state.timings.bytes)} ${state.timings.cached ? 'from the browser cache' : 'downloaded'} in ${secs(state.timings.download)}`);
   if (state.timings.load != null) parts.push(`loaded in ${secs(state.timings.load)}`);
+  if (state.modelReady) {
+    parts.push(state.timings.textBytes != null
+      ? `text encoder ${formatBytes(state.timings.textBytes)} ${state.timings.textCached ? 'from the browser cache' : 'downloaded'} in ${secs(state.timings.textDownload)}`
+      : state.hasText ? 'text encoder included' : 'text encoder not needed yet (preset words)');
+  }
   if (state.timings.segment != null) parts.push(`last segmentation ${secs(state.timings.segment)}${state.timings.encodedText ? ' (words encoded)' : ' (words cached)'}`);
   $('status').textContent = parts.join(' · ') || 'No model loaded yet.';
 }
@@ -170,7 +179,16 @@ async function chooseBackend() {
   return probe.webgpu ? 'webgpu' : 'cpu';
 }
 
-/** Loads a model from a URL or a File/Blob; resolves when it is ready to segment. */
+/** 'image' or 'text' for a weight pack (`ovseg export-web`), null for anything else. */
+function packPart(bytes) {
+  const b = new Uint8Array(bytes, 0, Math.min(bytes.byteLength, 1 << 16));
+  if (b.length < 12 || new TextDecoder().decode(b.subarray(0, 8)) !== 'OVSEGPAK') return null;
+  const m = /"part":"(image|text)"/.exec(new TextDecoder().decode(b.subarray(12)));
+  return m ? m[1] : null;
+}
+
+/** Loads a model from a URL, a File/Blob, or several files (an image pack with its text pack,
+ * tokenizer.json, classes.json); resolves when it is ready to segment. */
 async function loadModel(source, announce = true) {
   state.modelReady = false;
   updateButtons();
@@ -178,6 +196,9 @@ async function loadModel(source, announce = true) {
   const backend = await chooseBackend();
   $('status').textContent = `Loading the model on ${backend === 'webgpu' ? 'WebGPU' : 'the CPU'}…`;
   let bytes;
+  let tokenizer;
+  let classes = null;
+  let textFile = null;
   const t0 = performance.now();
   if (typeof source === 'string') {
     const got = await fetchWithProgress(source);
@@ -185,24 +206,40 @@ async function loadModel(source, announce = true) {
     state.timings.cached = got.cached;
     state.modelUrl = source;
   } else {
-    bytes = await source.arrayBuffer();
+    const files = source instanceof Blob ? [source] : [...source];
+    const weights = [];
+    for (const f of files) {
+      if (f.name === 'classes.json') classes = JSON.parse(await f.text());
+      else if (f.name === 'tokenizer.json') tokenizer = await f.arrayBuffer();
+      else weights.push({ file: f, bytes: await f.arrayBuffer() });
+    }
+    const model = weights.find((w) => packPart(w.bytes) !== 'text');
+    if (!model) throw new Error('no model among the chosen files (a text.ovsegpack needs its image.ovsegpack)');
+    textFile = (weights.find((w) => packPart(w.bytes) === 'text') || {}).file || null;
+    bytes = model.bytes;
     state.timings.cached = false;
     state.modelUrl = '';
   }
   state.timings.download = performance.now() - t0;
   state.timings.bytes = bytes.byteLength;
-  let tokenizer;
-  let classes = null;
+  const isPack = packPart(bytes) === 'image';
   if (typeof source === 'string') {
     // `ovseg export-web` writes these beside the model; plain `ovseg convert` output has neither.
-    const tok = await optional(new URL('tokenizer.json', new URL(source, location.href)));
-    if (tok) tokenizer = await tok.arrayBuffer();
+    // An image pack's tokenizer comes with its text part, when that is needed.
+    if (!isPack) {
+      const tok = await optional(new URL('tokenizer.json', new URL(source, location.href)));
+      if (tok) tokenizer = await tok.arrayBuffer();
+    }
     const cls = await optional(new URL('classes.json', new URL(source, location.href)));
     if (cls) classes = await cls.json().catch(() => null);
   }
-  const loaded = await call('load', { model: bytes, tokenizer, backend }, [bytes]);
+  const loaded = await call('load', { model: bytes, tokenizer: isPack ? undefined : tokenizer, backend }, [bytes]);
   state.backend = loaded.backend;
   state.timings.load = loaded.ms;
+  state.hasText = loaded.hasText;
+  state.textFile = textFile;
+  state.textTokenizer = isPack ? tokenizer : undefined;
+  delete state.timings.textBytes;
   if (classes && classes.datasets) {
     for (const d of Object.values(classes.datasets)) {
       const values = base64ToFloats(d.embeddings);
@@ -215,6 +252,33 @@ async function loadModel(source, announce = true) {
   resolveModel(state.backend);
   if (announce) resolveReady(state.backend);
   return state.backend;
+}
+
+/** The image pack's text part: from the chosen files, or `text.ovsegpack` beside the model URL. */
+async function loadText() {
+  const t0 = performance.now();
+  let weights;
+  let tokenizer = state.textTokenizer;
+  if (state.textFile) {
+    weights = await state.textFile.arrayBuffer();
+    state.timings.textCached = false;
+  } else if (state.modelUrl) {
+    const base = new URL(state.modelUrl, location.href);
+    $('status').textContent = 'Downloading the text encoder for these words…';
+    const got = await fetchWithProgress(new URL('text.ovsegpack', base).href);
+    weights = got.bytes;
+    state.timings.textCached = got.cached;
+    if (!tokenizer) {
+      const tok = await optional(new URL('tokenizer.json', base));
+      if (tok) tokenizer = await tok.arrayBuffer();
+    }
+  } else {
+    throw new Error('this model file is only the image part of an export: choose its text.ovsegpack too, or pick a preset vocabulary');
+  }
+  state.timings.textBytes = weights.byteLength;
+  state.timings.textDownload = performance.now() - t0;
+  await call('text', { weights, tokenizer }, [weights]);
+  state.hasText = true;
 }
 
 function base64ToFloats(b64) {
@@ -359,6 +423,7 @@ async function segment({ image, labels, background = true, bgThresh = 0.95, temp
   const p = state.picture;
   if (!p) throw new Error('no picture chosen');
   if (typeof labels !== 'string') labels = Array.isArray(labels) ? labels.join(',') : '';
+  if (!state.hasText && (await call('needsText', { labels, template }))) await loadText();
   const rgba = p.rgba.slice();
   const out = await call('segment', {
     rgba: rgba.buffer, width: p.width, height: p.height, labels, background: !!background, bgThresh: Number(bgThresh), template,
@@ -560,7 +625,7 @@ function wire() {
   const reload = (source) => loadModel(source).catch((e) => { showMessage(e.message); setStatus(); });
   $('load-model').onclick = () => reload($('model-url').value.trim());
   $('backend').onchange = () => reload(state.modelUrl || $('model-url').value.trim());
-  $('model-file').onchange = (e) => e.target.files[0] && reload(e.target.files[0]);
+  $('model-file').onchange = (e) => e.target.files.length && reload(e.target.files);
   $('picture-file').onchange = (e) => e.target.files[0] && setPicture(e.target.files[0]);
   $('preset').onchange = () => {
     const d = state.vocab && state.vocab.datasets[$('preset').value];
@@ -622,10 +687,10 @@ function wire() {
   document.addEventListener('drop', (e) => {
     e.preventDefault();
     document.body.classList.remove('dragging');
-    const file = e.dataTransfer?.files?.[0];
-    if (!file) return;
-    if (isPicture(file)) setPicture(file);
-    else reload(file);
+    const files = [...(e.dataTransfer?.files || [])];
+    if (!files.length) return;
+    if (isPicture(files[0])) setPicture(files[0]);
+    else reload(files);
   });
   window.addEventListener('hashchange', () => { if (location.hash.length > 1) openLink(location.href); });
 }
@@ -633,6 +698,8 @@ function wire() {
 window.ovseg = {
   ready,
   get backend() { return state.backend; },
+  /** Whether a model is loaded and ready (false while one loads). */
+  get loaded() { return state.modelReady; },
   segment: (options) => segment(options),
   shareLink,
   loadModel,

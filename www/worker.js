@@ -37,7 +37,20 @@ const ops = {
     const next = await wasm.load(new Uint8Array(model), tokenizer ? new Uint8Array(tokenizer) : undefined, backend);
     if (segmenter) segmenter.free();
     segmenter = next;
-    return { backend: segmenter.backend(), ms: performance.now() - t0 };
+    return { backend: segmenter.backend(), ms: performance.now() - t0, hasText: segmenter.has_text() };
+  },
+
+  // The text part of an image pack, added when words without embeddings are asked for.
+  async text({ weights, tokenizer }) {
+    if (!segmenter) throw new Error('no model loaded');
+    const t0 = performance.now();
+    segmenter.add_text_weights(new Uint8Array(weights), tokenizer ? new Uint8Array(tokenizer) : undefined);
+    return { ms: performance.now() - t0 };
+  },
+
+  async needsText({ labels, template }) {
+    if (!segmenter) throw new Error('no model loaded');
+    return segmenter.needs_text(labels, template);
   },
 
   async classes({ labels, template, values }) {

@@ -15,6 +15,7 @@ pub mod heads;
 pub mod losses;
 pub mod model;
 pub mod nn;
+pub mod pack;
 pub mod record;
 pub mod segmentation;
 pub mod share;

@@ -1,9 +1,11 @@
 // Browser tests of the page (www/, built by trunk) in Debian's headless Chromium, driven by
 // playwright-core (never a downloaded browser). scripts/test-browser.sh prepares everything:
-// it serves the build with the fixture model at demo/model.ovseg, and computes the native
-// CLI's label map and share link for the same picture and words.
+// it serves the build with the fixture model exported by `ovseg export-web` in demo/ (int8
+// image pack, text pack, presets; the single file of `ovseg convert` as demo/model.ovseg), and
+// computes the native CLI's label maps and share link for the same pictures and words.
 //
-// node run.mjs --base URL --reference mask.png --cli-link LINK --hostile-link LINK --artifacts DIR
+// node run.mjs --base URL --reference mask.png --reference-words mask.png --reference-f32 mask.png
+//   --cli-link LINK --hostile-link LINK --artifacts DIR
 //   [--bench out.json]   also time a 512x512 segmentation on each backend
 import { chromium } from 'playwright-core';
 import fs from 'node:fs';
@@ -118,7 +120,9 @@ async function open(b, url, { blockModel = false } = {}) {
   page.on('dialog', (d) => { page.dialogs.push(d.message()); d.dismiss().catch(() => {}); });
   // Optional files the page probes for (tokenizer.json, classes.json) may 404: not an error.
   page.on('console', (m) => { if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) page.errors.push(`console: ${m.text()}`); });
-  if (blockModel) await page.route('**/*.ovseg', (r) => r.abort());
+  if (blockModel) await page.route(/\.ovseg(pack)?$/, (r) => r.abort());
+  page.requested = [];
+  page.on('request', (r) => page.requested.push(new URL(r.url()).pathname));
   page.setDefaultTimeout(600_000);
   await page.goto(url);
   return { page, context };
@@ -134,6 +138,9 @@ async function segmentIn(page, image, labels, extra = {}) {
 }
 
 const reference = readGreyPng(args.reference);
+const referenceWords = readGreyPng(args['reference-words']);
+const referenceF32 = readGreyPng(args['reference-f32']);
+const fetched = (page, file) => page.requested.filter((p) => p.endsWith(`/${file}`)).length;
 const bench = {};
 let cpuLink = null;
 let cpuMask = null;
@@ -187,6 +194,48 @@ for (const path_ of ['cpu', 'webgpu']) {
     assert(page.errors.length === 0, `page errors: ${page.errors.join('; ')}`);
     await context.close();
   });
+  if (!webgpu) {
+    await test('cpu: the image pack segments the page\'s words alone; other words fetch the text pack once, as the CLI', async () => {
+      const { page, context } = await open(b, BASE);
+      await page.evaluate(() => window.ovseg.ready);
+      assert(fetched(page, 'image.ovsegpack') === 1, `image pack fetched ${fetched(page, 'image.ovsegpack')} times`);
+      assert(fetched(page, 'text.ovsegpack') === 0, 'the text pack was fetched for preset words');
+      assert(/text encoder not needed yet/.test(await page.textContent('#status')), 'status says the text encoder is not needed');
+      const r = await segmentIn(page, 'examples/cat.png', 'cat, sky, grass');
+      assert(r.width === referenceWords.width && r.labels.join() === 'background,cat,sky,grass', `result ${r.width} ${r.labels}`);
+      const agree = agreement(r.mask, referenceWords.data);
+      assert(agree === 1, `differs from the CLI on ${Math.round((1 - agree) * r.mask.length)} pixels`);
+      assert(fetched(page, 'text.ovsegpack') === 1, 'text pack fetched once');
+      await segmentIn(page, 'examples/cat.png', 'dog, cat');
+      assert(fetched(page, 'text.ovsegpack') === 1, 'text pack fetched again');
+      const t = await page.evaluate(() => window.ovseg.timings);
+      assert(t.textBytes > 0 && t.encodedText === true, `timings ${JSON.stringify(t)}`);
+      assert(/text encoder .* downloaded/.test(await page.textContent('#status')), 'status shows the text download');
+      assert(page.errors.length === 0, `page errors: ${page.errors.join('; ')}`);
+      await context.close();
+    });
+    await test('cpu: the single file of ovseg convert still loads, and chosen pack files work without a URL', async () => {
+      const { page, context } = await open(b, `${BASE}?model=demo/model.ovseg`);
+      const r = await segmentIn(page, 'examples/astronaut.png', VOC);
+      const agree = agreement(r.mask, referenceF32.data);
+      assert(agree === 1, `single file differs from the CLI on ${Math.round((1 - agree) * r.mask.length)} pixels`);
+      const file = async (name) => ({ name, mimeType: 'application/octet-stream', buffer: Buffer.from(await (await fetch(`${BASE}demo/${name}`)).arrayBuffer()) });
+      // The image pack alone: words it has no embeddings for need its text pack.
+      await page.setInputFiles('#model-file', [await file('image.ovsegpack')]);
+      await page.waitForFunction(() => window.ovseg.loaded);
+      const alone = await page.evaluate(async () => {
+        try { await window.ovseg.segment({ image: 'examples/cat.png', labels: 'cat, sky, grass' }); return 'no error'; } catch (e) { return e.message; }
+      });
+      assert(/text\.ovsegpack too/.test(alone), `image pack alone: ${alone}`);
+      await page.setInputFiles('#model-file', [await file('image.ovsegpack'), await file('text.ovsegpack'), await file('classes.json')]);
+      await page.waitForFunction(() => window.ovseg.loaded);
+      const w = await segmentIn(page, 'examples/cat.png', 'cat, sky, grass');
+      const agreeWords = agreement(w.mask, referenceWords.data);
+      assert(agreeWords === 1, `chosen files differ from the CLI on ${Math.round((1 - agreeWords) * w.mask.length)} pixels`);
+      assert(page.errors.length === 0, `page errors: ${page.errors.join('; ')}`);
+      await context.close();
+    });
+  }
   if (args.bench) {
     await test(`${path_}: 512x512 segmentation time`, async () => {
       const { page, context } = await open(b, BASE);

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use ovseg_model::import::load_checkpoint;
+use ovseg_model::pack::{is_pack, Pack, Part};
 use ovseg_model::record::{model_from_bytes, model_to_bytes, Precision};
 use ovseg_model::text::TextTokenizer;
 use ovseg_model::{OvSegmentor, OvsegConfig};
@@ -11,6 +12,10 @@ use ovseg_model::{OvSegmentor, OvsegConfig};
 use burn::prelude::Backend;
 
 use crate::backend::Cpu;
+
+/// File names of the two parts `ovseg export-web` writes.
+pub const IMAGE_PACK: &str = "image.ovsegpack";
+pub const TEXT_PACK: &str = "text.ovsegpack";
 
 pub fn read_config(path: &Path) -> Result<OvsegConfig> {
     let json = std::fs::read_to_string(path)
@@ -48,10 +53,15 @@ pub fn load_model<B: Backend>(
         return Ok((model, config));
     }
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let (model, manifest) = model_from_bytes::<B>(bytes, &path.display().to_string(), device)?;
+    let (model, stored) = if is_pack(&bytes) {
+        load_packs::<B>(path, bytes, device)?
+    } else {
+        let (model, manifest) = model_from_bytes::<B>(bytes, &path.display().to_string(), device)?;
+        (model, manifest.config)
+    };
     if let Some(config_path) = config {
         let given = read_config(config_path)?;
-        if given != manifest.config {
+        if given != stored {
             bail!(
                 "--config {} differs from the configuration stored in {}",
                 config_path.display(),
@@ -59,7 +69,34 @@ pub fn load_model<B: Backend>(
             );
         }
     }
-    Ok((model, manifest.config))
+    Ok((model, stored))
+}
+
+/// The parts `ovseg export-web` writes: the image pack `path`, and the text pack
+/// [`TEXT_PACK`] beside it (every native command embeds class names).
+fn load_packs<B: Backend>(
+    path: &Path,
+    bytes: Vec<u8>,
+    device: &B::Device,
+) -> Result<(OvSegmentor<B>, OvsegConfig)> {
+    let image = Pack::from_bytes(bytes, &path.display().to_string())?;
+    let config = image.config().clone();
+    let model = image.init_model::<B>(device)?;
+    let text_path = path.with_file_name(TEXT_PACK);
+    if !text_path.is_file() {
+        bail!(
+            "{} holds the image part of a web export; its text part {} is not beside it",
+            path.display(),
+            text_path.display()
+        );
+    }
+    let text_bytes = std::fs::read(&text_path)
+        .with_context(|| format!("cannot read {}", text_path.display()))?;
+    let text = Pack::from_bytes(text_bytes, &text_path.display().to_string())?;
+    if text.part() != Part::Text {
+        bail!("{} is not a text pack", text_path.display());
+    }
+    Ok((text.load_into(model, &config)?, config))
 }
 
 /// A `tokenizer.json` the user names, or the built-in uncased BERT one.

@@ -3,6 +3,10 @@
 //! the same words does not run the text encoder again. Precomputed embeddings (the presets
 //! `ovseg export-web` writes) go into the same cache.
 //!
+//! The model comes as one file (`ovseg convert`), or as the image weight pack of
+//! `ovseg export-web`, whose text pack is added with [`Engine::add_text_weights`] only when
+//! words without embeddings are asked for ([`Engine::needs_text`]).
+//!
 //! Work is queued with [`Engine::start`], which returns the label map as a tensor; the caller
 //! reads it back (asynchronously on WebGPU, where a synchronous read is impossible).
 
@@ -11,12 +15,13 @@ use std::collections::HashMap;
 use burn::prelude::*;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use ovseg_model::pack::{is_pack, Pack, Part};
 use ovseg_model::record::model_from_bytes;
 use ovseg_model::segmentation::{
     parse_labels, prepare_image, ClassEmbedder, ImageNorm, RgbImage, SegmentOptions, TemplateSet,
 };
 use ovseg_model::text::TextTokenizer;
-use ovseg_model::{OvSegmentor, OvsegError};
+use ovseg_model::{OvSegmentor, OvsegConfig, OvsegError};
 
 /// Pictures larger than this are refused before any work (the CLI's bound too).
 pub const MAX_PIXELS: usize = 100_000_000;
@@ -42,6 +47,9 @@ pub struct Pending<B: Backend> {
 
 pub struct Engine<B: Backend> {
     model: OvSegmentor<B>,
+    config: OvsegConfig,
+    /// False while an image pack's text part has not been added.
+    has_text: bool,
     tokenizer: TextTokenizer,
     output_dim: usize,
     classes: HashMap<(Vec<String>, TemplateSet), Tensor<B, 2>>,
@@ -57,19 +65,64 @@ impl<B: Backend> Engine<B> {
         tokenizer: Option<&[u8]>,
         device: &B::Device,
     ) -> Result<Self, OvsegError> {
-        let (model, manifest) = model_from_bytes::<B>(model_file, "model file", device)?;
+        let (model, config, has_text) = if is_pack(&model_file) {
+            let pack = Pack::from_bytes(model_file, "model file")?;
+            let model = pack.init_model::<B>(device)?;
+            (model, pack.config().clone(), false)
+        } else {
+            let (model, manifest) = model_from_bytes::<B>(model_file, "model file", device)?;
+            (model.into_inference(), manifest.config, true)
+        };
         let tokenizer = match tokenizer {
             Some(bytes) => TextTokenizer::from_bytes(bytes)?,
             None => TextTokenizer::bert_base_uncased(),
         };
         Ok(Self {
-            model: model.into_inference(),
+            model,
+            output_dim: config.output_dim,
+            config,
+            has_text,
             tokenizer,
-            output_dim: manifest.config.output_dim,
             classes: HashMap::new(),
             device: device.clone(),
             text_runs: 0,
         })
+    }
+
+    /// Adds the text part of an image pack (and its tokenizer, if not the built-in one).
+    pub fn add_text_weights(
+        &mut self,
+        text_pack: Vec<u8>,
+        tokenizer: Option<&[u8]>,
+    ) -> Result<(), OvsegError> {
+        let pack = Pack::from_bytes(text_pack, "text weights")?;
+        if pack.part() != Part::Text {
+            return Err(OvsegError::Input(format!(
+                "the text weights are a {} pack",
+                pack.part().name()
+            )));
+        }
+        let tokenizer = tokenizer.map(TextTokenizer::from_bytes).transpose()?;
+        self.model = pack.load_into(self.model.clone(), &self.config)?;
+        if let Some(tokenizer) = tokenizer {
+            self.tokenizer = tokenizer;
+        }
+        self.has_text = true;
+        Ok(())
+    }
+
+    /// Whether the text encoder is loaded.
+    pub fn has_text(&self) -> bool {
+        self.has_text
+    }
+
+    /// Whether segmenting with these words needs text weights that are not loaded yet.
+    pub fn needs_text(&self, labels: &str, template: &str) -> Result<bool, OvsegError> {
+        let key = (
+            parse_labels(labels, MAX_LABELS)?,
+            TemplateSet::parse(template)?,
+        );
+        Ok(!self.has_text && !self.classes.contains_key(&key))
     }
 
     /// Seeds the cache with precomputed class embeddings ([labels x output_dim], row-major).
@@ -108,6 +161,13 @@ impl<B: Backend> Engine<B> {
         let key = (labels, template);
         if let Some(t) = self.classes.get(&key) {
             return Ok((t.clone(), false));
+        }
+        if !self.has_text {
+            return Err(OvsegError::Input(format!(
+                "no embeddings for these words ({}) and the text encoder is not loaded: add the \
+                 model's text weights, or choose a preset vocabulary",
+                key.0.join(", ")
+            )));
         }
         let t = ClassEmbedder::new(&self.tokenizer, template).embed(
             &self.model,

@@ -66,7 +66,7 @@ mod bindings {
         Cpu(Pending<Flex>),
     }
 
-    /// Loads a model file (`ovseg convert` / `ovseg export-web` output) on `backend`
+    /// Loads a model file (`ovseg convert` output, or `ovseg export-web`'s image pack) on `backend`
     /// ("webgpu" or "cpu"). The caller checks that WebGPU has an adapter first.
     #[wasm_bindgen]
     pub async fn load(
@@ -189,6 +189,37 @@ mod bindings {
             match &mut self.engine {
                 Backed::Gpu(e) => e.add_class_embeddings(labels, template, values),
                 Backed::Cpu(e) => e.add_class_embeddings(labels, template, values),
+            }
+            .map_err(js_err)
+        }
+
+        /// Adds the text weights of an image pack (`ovseg export-web`'s `text.ovsegpack`).
+        pub fn add_text_weights(
+            &mut self,
+            text_pack: Vec<u8>,
+            tokenizer: Option<Vec<u8>>,
+        ) -> Result<(), JsError> {
+            let tokenizer = tokenizer.as_deref();
+            match &mut self.engine {
+                Backed::Gpu(e) => e.add_text_weights(text_pack, tokenizer),
+                Backed::Cpu(e) => e.add_text_weights(text_pack, tokenizer),
+            }
+            .map_err(js_err)
+        }
+
+        /// Whether the text encoder is loaded (false for an image pack without its text part).
+        pub fn has_text(&self) -> bool {
+            match &self.engine {
+                Backed::Gpu(e) => e.has_text(),
+                Backed::Cpu(e) => e.has_text(),
+            }
+        }
+
+        /// Whether these words need the text weights first.
+        pub fn needs_text(&self, labels: &str, template: &str) -> Result<bool, JsError> {
+            match &self.engine {
+                Backed::Gpu(e) => e.needs_text(labels, template),
+                Backed::Cpu(e) => e.needs_text(labels, template),
             }
             .map_err(js_err)
         }

@@ -140,6 +140,92 @@ fn engine_reproduces_the_reference_label_map_and_caches_words() {
         .is_err());
 }
 
+/// The export's two packs: the image part alone segments a preset (its embeddings given), says
+/// that other words need the text part, and with the text part added gives the label map of the
+/// whole model file stored at the same precision.
+#[test]
+fn image_pack_first_text_pack_on_demand() {
+    use ovseg_model::pack::{write_pack, Part, Storage};
+    let device = Default::default();
+    let config = ovseg_model::OvsegConfig::tiny();
+    let (model, _) = ovseg_model::import::load_checkpoint::<NdArray>(
+        &fixtures().join("checkpoint.pth"),
+        &config,
+        &device,
+    )
+    .unwrap();
+    let model = model.into_inference();
+    let whole = model_to_bytes(model.clone(), &config, Precision::Half).unwrap();
+    let mut reference = Engine::<NdArray>::new(whole, None, &device).unwrap();
+    let picture = image_rgba(&fixtures().join("seg_image.png"));
+    let voc = Request {
+        labels: VOC,
+        background: true,
+        bg_thresh: 0.95,
+        template: "simple",
+    };
+    let words = Request {
+        labels: "cat, sky, grass",
+        ..voc
+    };
+    let expected_voc = reference
+        .segment_rgba(&picture.0, picture.1, picture.2, &voc)
+        .unwrap();
+    let expected_words = reference
+        .segment_rgba(&picture.0, picture.1, picture.2, &words)
+        .unwrap();
+
+    let image = write_pack(&model, &config, Part::Image, Storage::F16).unwrap();
+    let text = write_pack(&model, &config, Part::Text, Storage::F16).unwrap();
+    let mut engine = Engine::<NdArray>::new(image.clone(), None, &device).unwrap();
+    assert!(!engine.has_text());
+    // The preset's embeddings, as `ovseg export-web` precomputes them with the text encoder.
+    let voc_embeddings = ovseg_model::segmentation::ClassEmbedder::new(
+        &ovseg_model::text::TextTokenizer::bert_base_uncased(),
+        ovseg_model::segmentation::TemplateSet::parse("simple").unwrap(),
+    )
+    .embed(
+        &model,
+        &ovseg_model::segmentation::parse_labels(VOC, 254).unwrap(),
+        &device,
+    )
+    .unwrap()
+    .into_data()
+    .to_vec::<f32>()
+    .unwrap();
+    engine
+        .add_class_embeddings(VOC, "simple", voc_embeddings)
+        .unwrap();
+    assert!(!engine.needs_text(VOC, "simple").unwrap());
+    assert!(engine.needs_text(words.labels, "simple").unwrap());
+    let got = engine
+        .segment_rgba(&picture.0, picture.1, picture.2, &voc)
+        .unwrap();
+    let differing = got
+        .iter()
+        .zip(&expected_voc)
+        .filter(|(a, b)| a != b)
+        .count();
+    assert!(differing * 2000 <= got.len(), "{differing} pixels differ");
+    let e = engine
+        .segment_rgba(&picture.0, picture.1, picture.2, &words)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("text encoder is not loaded"), "{e}");
+
+    assert!(
+        engine.add_text_weights(image, None).is_err(),
+        "an image pack is not text"
+    );
+    engine.add_text_weights(text, None).unwrap();
+    assert!(engine.has_text() && !engine.needs_text(words.labels, "simple").unwrap());
+    let got = engine
+        .segment_rgba(&picture.0, picture.1, picture.2, &words)
+        .unwrap();
+    assert_eq!(got, expected_words);
+    assert_eq!(engine.text_encoder_runs(), 1);
+}
+
 /// The fixture PNGs are 8-bit RGB; the page hands the engine RGBA.
 fn image_rgba(path: &std::path::Path) -> (Vec<u8>, usize, usize) {
     let file = std::io::BufReader::new(std::fs::File::open(path).unwrap());

@@ -1,21 +1,26 @@
-//! `ovseg export-web`: what the in-browser page needs, small. An inference-only model file
-//! (no momentum encoder, no training heads; f16 weights by default), its configuration, the
-//! tokenizer, and precomputed class embeddings for the PASCAL VOC, PASCAL Context, COCO Object
-//! and ADE20K vocabularies, so those presets segment without running the text encoder.
+//! `ovseg export-web`: what the in-browser page needs, small. The inference-only model (no
+//! momentum encoder, no training heads) in two weight packs (`ovseg_model::pack`): the image
+//! part, downloaded first, and the text part, downloaded only when the page has to encode words
+//! it has no embeddings for; the tokenizer; and precomputed class embeddings for the PASCAL VOC,
+//! PASCAL Context, COCO Object and ADE20K vocabularies (and any `--labels`), so those segment
+//! before the text encoder has even downloaded.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use base64::Engine as _;
-use ovseg_model::record::Precision;
+use ovseg_model::pack::{write_pack, Pack, Part, Storage};
 use ovseg_model::segmentation::{ClassEmbedder, TemplateSet, Vocab};
 use serde_json::json;
 
 use crate::backend::Cpu;
-use crate::model_io::{load_model, save_model, write_atomically};
+use crate::model_io::{load_model, write_atomically, IMAGE_PACK, TEXT_PACK};
 
 /// The vocabularies whose class embeddings are precomputed (keys of `vocab.json` datasets).
 pub const PRESETS: [&str; 4] = ["voc", "context", "coco_object", "ade20k"];
+/// The words the page starts with (`www/index.html`), precomputed too so that its first
+/// segmentation never waits for the text encoder.
+pub const PAGE_LABELS: &str = "person, rocket, flag, sky";
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -28,12 +33,18 @@ pub struct Args {
     /// tokenizer.json to use instead of the built-in uncased BERT one.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
-    /// Output folder: model.ovseg, model.json, tokenizer.json, classes.json.
+    /// Output folder: image.ovsegpack, text.ovsegpack, tokenizer.json, classes.json.
     #[arg(long)]
     out: PathBuf,
-    /// Weight storage: f16 (half the size; measured to keep the label map, README) or f32.
-    #[arg(long, default_value = "f16", value_parser = ["f16", "f32"])]
+    /// Weight storage: int8 (8-bit blocks for the matrices, f16 for the rest; about a quarter
+    /// of f32), int6 (6-bit blocks, three quarters of int8), f16 or f32. Accuracy of each is
+    /// measured in the README.
+    #[arg(long, default_value = "int8", value_parser = ["int8", "int6", "f16", "f32"])]
     precision: String,
+    /// Also precompute the class embeddings of these comma-separated words (repeatable), e.g.
+    /// the words a demo page starts with, so they segment without the text encoder.
+    #[arg(long = "labels")]
+    labels: Vec<String>,
     /// Prompt templates of the precomputed class embeddings.
     #[arg(long, default_value = "simple", value_parser = ["simple", "subset", "full", "identity"])]
     template: String,
@@ -54,8 +65,15 @@ pub fn run(args: Args) -> Result<()> {
         ovseg_model::text::TextTokenizer::from_bytes(&tokenizer_json).context("tokenizer")?;
     let template = TemplateSet::parse(&args.template)?;
     let model = model.into_inference();
+    let storage = Storage::parse(&args.precision)?;
+    let image_pack = write_pack(&model, &config, Part::Image, storage)?;
+    let text_pack = write_pack(&model, &config, Part::Text, storage)?;
+    // The presets are embedded by the model as the page will hold it (weights rounded to the
+    // storage), so a preset gives what the page's own text encoder would.
+    let stored = Pack::from_bytes(image_pack.clone(), IMAGE_PACK)?.init_model::<Cpu>(&device)?;
+    let model = Pack::from_bytes(text_pack.clone(), TEXT_PACK)?.load_into(stored, &config)?;
 
-    let mut datasets = serde_json::Map::new();
+    let mut sets = Vec::new();
     for name in PRESETS {
         let vocab = Vocab::get().dataset(name)?;
         let labels: Vec<String> = vocab
@@ -63,6 +81,22 @@ pub fn run(args: Args) -> Result<()> {
             .iter()
             .map(|c| c.trim().to_string())
             .collect();
+        sets.push((
+            name.to_string(),
+            labels,
+            vocab.with_background,
+            vocab.bg_thresh,
+        ));
+    }
+    let page = ovseg_model::segmentation::parse_labels(PAGE_LABELS, 254)?;
+    sets.push(("page".to_string(), page, true, None));
+    for (i, words) in args.labels.iter().enumerate() {
+        let labels = ovseg_model::segmentation::parse_labels(words, 254)
+            .with_context(|| format!("--labels {words:?}"))?;
+        sets.push((format!("labels{}", i + 1), labels, true, None));
+    }
+    let mut datasets = serde_json::Map::new();
+    for (name, labels, with_background, bg_thresh) in sets {
         let embeddings =
             ClassEmbedder::new(&tokenizer, template).embed(&model, &labels, &device)?;
         let values: Vec<f32> = embeddings
@@ -72,11 +106,11 @@ pub fn run(args: Args) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("class embeddings: {e:?}"))?;
         let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         datasets.insert(
-            name.to_string(),
+            name,
             json!({
                 "labels": labels,
-                "with_background": vocab.with_background,
-                "bg_thresh": vocab.bg_thresh,
+                "with_background": with_background,
+                "bg_thresh": bg_thresh,
                 "embeddings": base64::engine::general_purpose::STANDARD.encode(bytes),
             }),
         );
@@ -91,12 +125,8 @@ pub fn run(args: Args) -> Result<()> {
 
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
-    let precision = match args.precision.as_str() {
-        "f32" => Precision::Full,
-        _ => Precision::Half,
-    };
-    let model_path = args.out.join("model.ovseg");
-    save_model(model, &config, &model_path, precision)?;
+    write_atomically(&args.out.join(IMAGE_PACK), &image_pack)?;
+    write_atomically(&args.out.join(TEXT_PACK), &text_pack)?;
     write_atomically(&args.out.join("tokenizer.json"), &tokenizer_json)?;
     write_atomically(
         &args.out.join("classes.json"),
@@ -108,13 +138,15 @@ pub fn run(args: Args) -> Result<()> {
             .unwrap_or(0)
     };
     println!(
-        "wrote {}: model.ovseg ({} bytes, {}, inference only), model.json, tokenizer.json ({} bytes), classes.json ({} bytes; {})",
+        "wrote {}: {IMAGE_PACK} ({} bytes, {}; the page's first download), {TEXT_PACK} ({} bytes, fetched for words without embeddings), tokenizer.json ({} bytes), classes.json ({} bytes; {}{})",
         args.out.display(),
-        size("model.ovseg"),
+        size(IMAGE_PACK),
         args.precision,
+        size(TEXT_PACK),
         size("tokenizer.json"),
         size("classes.json"),
-        PRESETS.join(", ")
+        PRESETS.join(", "),
+        if args.labels.is_empty() { String::new() } else { format!(" and {} --labels sets", args.labels.len()) }
     );
     Ok(())
 }

@@ -1,0 +1,721 @@
+//! Weight packs: the browser's model download, in two parts so that a page using a preset
+//! vocabulary (class embeddings precomputed by `ovseg export-web`) never fetches the text
+//! encoder. The image part (GroupViT, image projector, temperatures) is enough to build the
+//! model and segment with given class embeddings; the text part (BERT, text projector) is
+//! added when words outside the presets have to be encoded.
+//!
+//! Layout: `OVSEGPAK`, a little-endian u32 header length, the JSON [`Header`], then the tensor
+//! bytes. Each tensor is f32, f16, `q8` or `q6`: blocks of [`Q_BLOCK`] consecutive values
+//! (row-major) sharing one f16 scale, stored as all the scales then all the integers, so a value
+//! is `scale[i / Q_BLOCK] * q[i]` (symmetric blocks, as ggml's Q8_0 with larger blocks). `q8`
+//! integers are int8 in -127..=127; `q6` integers are -31..=31 stored as `q + 32` in 6 bits,
+//! four to three bytes (little-endian, the first value in the lowest bits).
+//! Decoding checks every length, offset and shape before anything is built.
+
+use std::collections::HashMap;
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::prelude::*;
+use burn::tensor::f16;
+use serde::{Deserialize, Serialize};
+
+use crate::config::OvsegConfig;
+use crate::error::OvsegError;
+use crate::model::OvSegmentor;
+
+pub const MAGIC: &[u8; 8] = b"OVSEGPAK";
+pub const PACK_FORMAT: u32 = 1;
+/// Values sharing one scale in a `q8` or `q6` tensor.
+pub const Q_BLOCK: usize = 64;
+/// Tensors smaller than this, and vectors (biases, norms), stay f16 in an int8 or int6 pack:
+/// they are a negligible share of the bytes and the most sensitive to rounding.
+pub const Q_MIN_VALUES: usize = 4096;
+/// Bound on the JSON header (a vits-minilm header is about 40 kB).
+const MAX_HEADER: usize = 16 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Part {
+    Image,
+    Text,
+}
+
+impl Part {
+    /// Which part a parameter path (as the module visitor names it) belongs to.
+    pub fn of(path: &str) -> Self {
+        if path.starts_with("text_encoder.") || path.starts_with("text_projector.") {
+            Self::Text
+        } else {
+            Self::Image
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Image => "image",
+            Self::Text => "text",
+        }
+    }
+}
+
+/// How a pack stores its weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    F32,
+    F16,
+    /// `q8` blocks for matrices of at least [`Q_MIN_VALUES`] values, f16 for the rest.
+    Int8,
+    /// The same with `q6` blocks: three quarters of int8.
+    Int6,
+}
+
+impl Storage {
+    pub fn parse(name: &str) -> Result<Self, OvsegError> {
+        match name {
+            "f32" => Ok(Self::F32),
+            "f16" => Ok(Self::F16),
+            "int8" => Ok(Self::Int8),
+            "int6" => Ok(Self::Int6),
+            other => Err(OvsegError::Input(format!(
+                "unknown weight storage '{other}' (f32, f16, int8 or int6)"
+            ))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::Int8 => "int8",
+            Self::Int6 => "int6",
+        }
+    }
+
+    fn dtype_for(self, shape: &[usize]) -> Dtype {
+        let matrix = shape.len() >= 2 && shape.iter().product::<usize>() >= Q_MIN_VALUES;
+        match self {
+            Self::F32 => Dtype::F32,
+            Self::F16 => Dtype::F16,
+            Self::Int8 if matrix => Dtype::Q8,
+            Self::Int6 if matrix => Dtype::Q6,
+            Self::Int8 | Self::Int6 => Dtype::F16,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Dtype {
+    F32,
+    F16,
+    Q8,
+    Q6,
+}
+
+impl Dtype {
+    fn bytes_for(self, n: usize) -> usize {
+        match self {
+            Self::F32 => 4 * n,
+            Self::F16 => 2 * n,
+            Self::Q8 => 2 * n.div_ceil(Q_BLOCK) + n,
+            Self::Q6 => 2 * n.div_ceil(Q_BLOCK) + 3 * n.div_ceil(4),
+        }
+    }
+
+    /// The largest integer of a quantised type.
+    fn levels(self) -> f32 {
+        match self {
+            Self::Q6 => 31.0,
+            _ => 127.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Entry {
+    path: String,
+    shape: Vec<usize>,
+    dtype: Dtype,
+    /// From the start of the tensor bytes.
+    offset: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Header {
+    format: u32,
+    part: Part,
+    storage: String,
+    config: OvsegConfig,
+    tensors: Vec<Entry>,
+}
+
+/// A decoded pack: its header and tensor bytes, not yet on a device.
+pub struct Pack {
+    header: Header,
+    data: Vec<u8>,
+    origin: String,
+}
+
+/// Whether `bytes` start like a weight pack.
+pub fn is_pack(bytes: &[u8]) -> bool {
+    bytes.starts_with(MAGIC)
+}
+
+/// Serialises one part of an inference model (momentum encoder and training heads are never
+/// written).
+pub fn write_pack<B: Backend>(
+    model: &OvSegmentor<B>,
+    config: &OvsegConfig,
+    part: Part,
+    storage: Storage,
+) -> Result<Vec<u8>, OvsegError> {
+    let mut tensors = Vec::new();
+    let mut data = Vec::new();
+    for (path, value) in float_params(&model.clone().into_inference()) {
+        if Part::of(&path) != part {
+            continue;
+        }
+        let shape = value.shape.to_vec();
+        let values: Vec<f32> = value
+            .convert::<f32>()
+            .into_vec()
+            .map_err(|e| OvsegError::Input(format!("{path}: {e:?}")))?;
+        if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+            return Err(OvsegError::Input(format!(
+                "{path} holds {bad}: refusing to write a pack with non-finite weights"
+            )));
+        }
+        let dtype = storage.dtype_for(&shape);
+        let offset = data.len();
+        encode(dtype, &values, &mut data);
+        tensors.push(Entry {
+            path,
+            shape,
+            dtype,
+            offset,
+        });
+    }
+    let header = Header {
+        format: PACK_FORMAT,
+        part,
+        storage: storage.name().into(),
+        config: config.clone(),
+        tensors,
+    };
+    let json = serde_json::to_vec(&header).expect("pack header serialises");
+    let mut out = Vec::with_capacity(12 + json.len() + data.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&data);
+    Ok(out)
+}
+
+fn encode(dtype: Dtype, values: &[f32], out: &mut Vec<u8>) {
+    match dtype {
+        Dtype::F32 => values.iter().for_each(|v| out.extend(v.to_le_bytes())),
+        Dtype::F16 => values
+            .iter()
+            .for_each(|v| out.extend(f16::from_f32(*v).to_bits().to_le_bytes())),
+        Dtype::Q8 | Dtype::Q6 => {
+            let levels = dtype.levels();
+            let scales: Vec<f16> = values
+                .chunks(Q_BLOCK)
+                .map(|block| f16::from_f32(block.iter().fold(0f32, |m, v| m.max(v.abs())) / levels))
+                .collect();
+            scales
+                .iter()
+                .for_each(|s| out.extend(s.to_bits().to_le_bytes()));
+            // Quantised against the stored (f16-rounded) scale, so decoding is exact to it.
+            let q = values
+                .chunks(Q_BLOCK)
+                .zip(&scales)
+                .flat_map(|(block, scale)| {
+                    let scale = scale.to_f32();
+                    block.iter().map(move |v| {
+                        if scale > 0.0 {
+                            (v / scale).round().clamp(-levels, levels) as i8
+                        } else {
+                            0
+                        }
+                    })
+                });
+            if dtype == Dtype::Q8 {
+                out.extend(q.map(|q| q as u8));
+            } else {
+                let q: Vec<i8> = q.collect();
+                for four in q.chunks(4) {
+                    let bits = (0..4).fold(0u32, |acc, k| {
+                        let u = (*four.get(k).unwrap_or(&0) as i32 + 32) as u32;
+                        acc | (u << (6 * k))
+                    });
+                    out.extend(&bits.to_le_bytes()[..3]);
+                }
+            }
+        }
+    }
+}
+
+impl Pack {
+    /// Decodes a pack; `origin` names the file in errors.
+    pub fn from_bytes(bytes: Vec<u8>, origin: &str) -> Result<Self, OvsegError> {
+        let fail = |message: String| OvsegError::Checkpoint {
+            path: origin.into(),
+            message,
+        };
+        if !is_pack(&bytes) {
+            return Err(fail(
+                "not an ovseg weight pack (no OVSEGPAK signature)".into(),
+            ));
+        }
+        let Some(len) = bytes.get(8..12) else {
+            return Err(fail("truncated before the header".into()));
+        };
+        let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+        if len > MAX_HEADER || 12 + len > bytes.len() {
+            return Err(fail(format!(
+                "header of {len} bytes does not fit in the file ({} bytes): truncated?",
+                bytes.len()
+            )));
+        }
+        let header: Header = serde_json::from_slice(&bytes[12..12 + len])
+            .map_err(|e| fail(format!("unreadable header: {e}")))?;
+        if header.format != PACK_FORMAT {
+            return Err(fail(format!(
+                "pack format {} (this build reads {PACK_FORMAT})",
+                header.format
+            )));
+        }
+        header.config.validate()?;
+        let data = bytes[12 + len..].to_vec();
+        let mut end = 0;
+        for e in &header.tensors {
+            let n = e
+                .shape
+                .iter()
+                .try_fold(1usize, |a, d| a.checked_mul(*d))
+                .filter(|n| *n > 0)
+                .ok_or_else(|| fail(format!("{}: impossible shape {:?}", e.path, e.shape)))?;
+            let stop = e.offset.checked_add(e.dtype.bytes_for(n));
+            if e.offset < end || stop.is_none_or(|s| s > data.len()) {
+                return Err(fail(format!(
+                    "{}: its bytes lie outside the file or overlap another tensor: truncated or corrupt",
+                    e.path
+                )));
+            }
+            end = stop.expect("checked");
+        }
+        Ok(Self {
+            header,
+            data,
+            origin: origin.into(),
+        })
+    }
+
+    pub fn part(&self) -> Part {
+        self.header.part
+    }
+
+    pub fn config(&self) -> &OvsegConfig {
+        &self.header.config
+    }
+
+    pub fn storage(&self) -> &str {
+        &self.header.storage
+    }
+
+    fn fail(&self, message: String) -> OvsegError {
+        OvsegError::Checkpoint {
+            path: self.origin.clone(),
+            message,
+        }
+    }
+
+    fn values(&self, e: &Entry) -> Vec<f32> {
+        let n: usize = e.shape.iter().product();
+        let bytes = &self.data[e.offset..e.offset + e.dtype.bytes_for(n)];
+        match e.dtype {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32())
+                .collect(),
+            Dtype::Q8 | Dtype::Q6 => {
+                let (scales, q) = bytes.split_at(2 * n.div_ceil(Q_BLOCK));
+                let scale = |i: usize| {
+                    let s = &scales[2 * (i / Q_BLOCK)..];
+                    f16::from_bits(u16::from_le_bytes([s[0], s[1]])).to_f32()
+                };
+                if e.dtype == Dtype::Q8 {
+                    q.iter()
+                        .enumerate()
+                        .map(|(i, v)| scale(i) * (*v as i8) as f32)
+                        .collect()
+                } else {
+                    (0..n)
+                        .map(|i| {
+                            let b = &q[3 * (i / 4)..];
+                            let bits = b[0] as u32 | (b[1] as u32) << 8 | (b[2] as u32) << 16;
+                            let u = (bits >> (6 * (i % 4))) & 63;
+                            scale(i) * (u as i32 - 32) as f32
+                        })
+                        .collect()
+                }
+            }
+        }
+    }
+
+    /// The inference model of the image pack's configuration with the image part loaded; the
+    /// text part stays unmaterialised (burn's lazy parameters) until [`Pack::load_into`] gives
+    /// it weights, so it costs nothing before.
+    pub fn init_model<B: Backend>(&self, device: &B::Device) -> Result<OvSegmentor<B>, OvsegError> {
+        if self.part() != Part::Image {
+            return Err(self.fail(format!(
+                "a {} pack: the model is built from its image pack",
+                self.part().name()
+            )));
+        }
+        self.load_into(self.config().init_inference(device), self.config())
+    }
+
+    /// Replaces every parameter of this pack's part, checking that the pack was written for
+    /// `config` and holds exactly the part's parameters with their shapes.
+    pub fn load_into<B: Backend>(
+        &self,
+        model: OvSegmentor<B>,
+        config: &OvsegConfig,
+    ) -> Result<OvSegmentor<B>, OvsegError> {
+        if self.config() != config {
+            return Err(self.fail(
+                "these weights were written for another model configuration than the loaded one"
+                    .into(),
+            ));
+        }
+        let entries: HashMap<&str, &Entry> = self
+            .header
+            .tensors
+            .iter()
+            .map(|e| (e.path.as_str(), e))
+            .collect();
+        let mut loader = Loader {
+            pack: self,
+            entries,
+            part: self.part(),
+            path: Vec::new(),
+            used: 0,
+            problems: Vec::new(),
+        };
+        let model = model.map(&mut loader);
+        if loader.used != self.header.tensors.len() {
+            loader.problems.push(format!(
+                "{} tensors the model does not have",
+                self.header.tensors.len() - loader.used
+            ));
+        }
+        if !loader.problems.is_empty() {
+            let shown: Vec<_> = loader.problems.iter().take(6).cloned().collect();
+            return Err(self.fail(format!(
+                "{} pack does not match the model: {}",
+                self.part().name(),
+                shown.join("; ")
+            )));
+        }
+        Ok(model)
+    }
+}
+
+struct Loader<'a> {
+    pack: &'a Pack,
+    entries: HashMap<&'a str, &'a Entry>,
+    part: Part,
+    path: Vec<String>,
+    used: usize,
+    problems: Vec<String>,
+}
+
+impl<B: Backend> ModuleMapper<B> for Loader<'_> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let path = self.path.join(".");
+        if Part::of(&path) != self.part {
+            return param;
+        }
+        let Some(entry) = self.entries.get(path.as_str()) else {
+            self.problems.push(format!("{path} is missing"));
+            return param;
+        };
+        let expected = param.lazy_shape().to_vec();
+        if entry.shape != expected {
+            self.problems.push(format!(
+                "{path}: file {:?}, model {expected:?}",
+                entry.shape
+            ));
+            return param;
+        }
+        self.used += 1;
+        let device = param.lazy_device();
+        let tensor = Tensor::from_data(
+            TensorData::new(self.pack.values(entry), entry.shape.clone()),
+            &device,
+        );
+        // A fresh value under the same id; a lazy parameter is never initialised at random.
+        Param::initialized(param.id, tensor)
+    }
+}
+
+/// (path, value) of every float parameter and running statistic, in visiting order.
+fn float_params<B: Backend, M: Module<B>>(module: &M) -> Vec<(String, TensorData)> {
+    #[derive(Default)]
+    struct Collect {
+        path: Vec<String>,
+        found: Vec<(String, TensorData)>,
+    }
+    impl<B: Backend> ModuleVisitor<B> for Collect {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            self.found
+                .push((self.path.join("."), param.val().into_data()));
+        }
+    }
+    let mut visitor = Collect::default();
+    module.visit(&mut visitor);
+    visitor.found
+}
+
+/// Bytes each part takes under `storage`, counted from the configuration alone.
+pub fn part_sizes<B: Backend>(
+    config: &OvsegConfig,
+    storage: Storage,
+    device: &B::Device,
+) -> [(Part, usize, usize); 2] {
+    #[derive(Default)]
+    struct Count {
+        path: Vec<String>,
+        storage: Option<Storage>,
+        image: (usize, usize),
+        text: (usize, usize),
+    }
+    impl<B: Backend> ModuleVisitor<B> for Count {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let shape = param.lazy_shape().to_vec();
+            let n: usize = shape.iter().product();
+            let bytes = self.storage.expect("set").dtype_for(&shape).bytes_for(n);
+            let slot = match Part::of(&self.path.join(".")) {
+                Part::Image => &mut self.image,
+                Part::Text => &mut self.text,
+            };
+            slot.0 += n;
+            slot.1 += bytes;
+        }
+    }
+    let mut count = Count {
+        storage: Some(storage),
+        ..Default::default()
+    };
+    config.init_inference::<B>(device).visit(&mut count);
+    [
+        (Part::Image, count.image.0, count.image.1),
+        (Part::Text, count.text.0, count.text.1),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+
+    fn tiny() -> OvsegConfig {
+        let mut c = OvsegConfig::tiny();
+        c.text.vocab_size = 100;
+        c.proj_inner_dim = 64;
+        c
+    }
+
+    /// The largest error of any tensor, relative to that tensor's largest magnitude.
+    fn max_relative_error(a: Vec<(String, TensorData)>, b: Vec<(String, TensorData)>) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.into_iter()
+            .zip(b)
+            .map(|((pa, da), (pb, db))| {
+                assert_eq!(pa, pb);
+                let (x, y) = (da.to_vec::<f32>().unwrap(), db.to_vec::<f32>().unwrap());
+                let scale = x.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+                x.iter()
+                    .zip(&y)
+                    .fold(0f32, |m, (p, q)| m.max((p - q).abs()))
+                    / scale
+            })
+            .fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn both_parts_rebuild_the_model() {
+        let device = Default::default();
+        let config = tiny();
+        let model = config.init::<NdArray>(&device).into_inference();
+        // Materialise the lazy parameters once, so every clone holds the same values.
+        let _ = float_params(&model);
+        // Half a step of each format, plus f16's rounding of values and scales.
+        for (storage, tol) in [
+            (Storage::F32, 0.0),
+            (Storage::F16, 1e-3),
+            (Storage::Int8, 0.5 / 127.0 + 1e-3),
+            (Storage::Int6, 0.5 / 31.0 + 1e-3),
+        ] {
+            let image = write_pack(&model, &config, Part::Image, storage).unwrap();
+            let text = write_pack(&model, &config, Part::Text, storage).unwrap();
+            let image = Pack::from_bytes(image, "image.pack").unwrap();
+            let text = Pack::from_bytes(text, "text.pack").unwrap();
+            let back = image.init_model::<NdArray>(&device).unwrap();
+            let back = text.load_into(back, &config).unwrap();
+            let err = max_relative_error(float_params(&model), float_params(&back));
+            assert!(err <= tol, "{storage:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn image_pack_leaves_the_text_side_unmaterialised() {
+        let device = Default::default();
+        let config = tiny();
+        let model = config.init::<NdArray>(&device);
+        let bytes = write_pack(&model, &config, Part::Image, Storage::F16).unwrap();
+        let back = Pack::from_bytes(bytes, "image.pack")
+            .unwrap()
+            .init_model::<NdArray>(&device)
+            .unwrap();
+        assert!(back.img_encoder.pos_embed.is_initialized());
+        assert!(!back.text_projector.out.weight.is_initialized());
+    }
+
+    #[test]
+    fn q8_and_q6_blocks_round_to_the_nearest_step() {
+        let values: Vec<f32> = (0..201)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect();
+        for dtype in [Dtype::Q8, Dtype::Q6] {
+            let mut bytes = Vec::new();
+            encode(dtype, &values, &mut bytes);
+            assert_eq!(bytes.len(), dtype.bytes_for(201));
+            let pack = Pack {
+                header: Header {
+                    format: PACK_FORMAT,
+                    part: Part::Image,
+                    storage: "int8".into(),
+                    config: tiny(),
+                    tensors: vec![],
+                },
+                data: bytes,
+                origin: "mem".into(),
+            };
+            let entry = Entry {
+                path: "x".into(),
+                shape: vec![201],
+                dtype,
+                offset: 0,
+            };
+            let back = pack.values(&entry);
+            assert_eq!(back.len(), 201);
+            for (block, got) in values.chunks(Q_BLOCK).zip(back.chunks(Q_BLOCK)) {
+                let step = block.iter().fold(0f32, |m, v| m.max(v.abs())) / dtype.levels();
+                for (v, g) in block.iter().zip(got) {
+                    assert!(
+                        (v - g).abs() <= step * 0.501 + 1e-6,
+                        "{dtype:?}: {v} -> {g} (step {step})"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn damaged_packs_are_errors_naming_the_file() {
+        let device = Default::default();
+        let config = tiny();
+        let model = config.init::<NdArray>(&device);
+        let bytes = write_pack(&model, &config, Part::Image, Storage::Int8).unwrap();
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (b"not a pack".to_vec(), "no OVSEGPAK signature"),
+            (bytes[..10].to_vec(), "truncated"),
+            (bytes[..bytes.len() - 1].to_vec(), "truncated or corrupt"),
+            (
+                {
+                    let mut b = bytes.clone();
+                    b[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+                    b
+                },
+                "does not fit",
+            ),
+            (
+                {
+                    let mut b = bytes.clone();
+                    b[14] = b'#';
+                    b
+                },
+                "unreadable header",
+            ),
+        ];
+        for (bytes, expected) in cases {
+            let e = Pack::from_bytes(bytes, "demo/image.ovsegpack")
+                .err()
+                .expect("an error")
+                .to_string();
+            assert!(
+                e.contains("demo/image.ovsegpack") && e.contains(expected),
+                "{e}"
+            );
+        }
+        let text = write_pack(&model, &config, Part::Text, Storage::F16).unwrap();
+        let e = Pack::from_bytes(text, "text.ovsegpack")
+            .unwrap()
+            .init_model::<NdArray>(&device)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("image pack"), "{e}");
+        let mut other = config.clone();
+        other.output_dim += 8;
+        let pack = Pack::from_bytes(bytes, "image.ovsegpack").unwrap();
+        let e = pack
+            .load_into(other.init_inference::<NdArray>(&device), &other)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("another model configuration"), "{e}");
+    }
+
+    #[test]
+    fn vits_minilm_sizes() {
+        let device = Default::default();
+        let config = OvsegConfig::vits_minilm();
+        let sizes = |storage| part_sizes::<NdArray>(&config, storage, &device);
+        let [(_, image_n, image_f16), (_, text_n, text_f16)] = sizes(Storage::F16);
+        let [(_, _, image_q8), _] = sizes(Storage::Int8);
+        let [(_, _, image_q6), _] = sizes(Storage::Int6);
+        println!(
+            "vits-minilm image part {image_n} values: f16 {image_f16} B, int8 {image_q8} B, int6 {image_q6} B; text part {text_n} values, f16 {text_f16} B"
+        );
+        assert!(image_q8 < image_f16 * 53 / 100, "{image_q8} vs {image_f16}");
+        assert!(image_q6 < image_q8 * 80 / 100, "{image_q6} vs {image_q8}");
+    }
+}
