@@ -254,6 +254,23 @@ fn every_layout_scores_like_a_brute_force_count() {
             3,
             "{dataset}: saved predictions"
         );
+        // The trivial answer beside it: every pixel background, counted by brute force.
+        if vocab.with_background {
+            let everything_background: Vec<(u32, u32)> =
+                pairs.iter().map(|&(_, g)| (0, g)).collect();
+            let kept: Vec<f64> = brute_force_iou(&everything_background, vocab.classes.len())
+                .into_iter()
+                .flatten()
+                .collect();
+            let expected = kept.iter().sum::<f64>() / kept.len() as f64;
+            let got = report["all_background_miou"].as_f64().unwrap();
+            assert!(
+                (got - expected).abs() < 1e-9,
+                "{dataset}: all-background {got} vs {expected}"
+            );
+        } else {
+            assert!(report["all_background_miou"].is_null(), "{dataset}");
+        }
     }
 
     // --limit scores fewer pictures.

@@ -101,6 +101,19 @@ impl IouAccumulator {
         }
     }
 
+    /// The same labels as answered by predicting class 0 (background) for every pixel: the
+    /// trivial answer a segmentation of mostly-background pictures has to beat.
+    pub fn all_background(&self) -> Self {
+        let total: u64 = self.label_area.iter().sum();
+        let mut out = Self::new(self.num_classes());
+        out.label_area = self.label_area.clone();
+        if let (Some(pred), Some(inter)) = (out.pred_area.first_mut(), out.intersect.first_mut()) {
+            *pred = total;
+            *inter = self.label_area[0];
+        }
+        out
+    }
+
     pub fn merge(&mut self, other: &Self) {
         for (a, b) in [
             (&mut self.intersect, &other.intersect),
@@ -147,6 +160,18 @@ impl IouAccumulator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_background_scores_the_background_share() {
+        // 3 classes: 6 labelled pixels, 3 of them background.
+        let mut acc = IouAccumulator::new(3);
+        acc.add(&[1, 1, 1, 1, 1, 1], &[0, 0, 0, 1, 2, 2]);
+        let s = acc.all_background().scores();
+        // background IoU 3/6; classes 1 and 2 are labelled but never predicted: IoU 0.
+        assert!((s.miou - 50.0 / 3.0).abs() < 1e-9, "{}", s.miou);
+        assert_eq!(s.iou[1], 0.0);
+        assert!((s.aacc - 50.0).abs() < 1e-9);
+    }
 
     #[test]
     fn hand_computed_ious() {

@@ -62,6 +62,9 @@ pub struct EvalReport {
     /// mIoU over the classes other than background (`null` without a background class): where
     /// pictures are mostly background, the figure that says whether objects were found.
     pub fg_miou: Option<f64>,
+    /// mIoU of predicting background everywhere on the same labels (`null` without a
+    /// background class): the trivial score to beat.
+    pub all_background_miou: Option<f64>,
     pub macc: f64,
     pub aacc: f64,
     pub per_class: BTreeMap<String, f64>,
@@ -167,11 +170,15 @@ impl EvalReport {
                 .collect()
         };
         let fg_miou = dataset.with_background.then(|| s.foreground_miou());
+        let all_background_miou = dataset
+            .with_background
+            .then(|| scores.all_background().scores().miou);
         EvalReport {
             dataset: dataset.name.clone(),
             images,
             miou: s.miou,
             fg_miou,
+            all_background_miou,
             macc: s.macc,
             aacc: s.aacc,
             per_class: table(&s.iou),
@@ -210,7 +217,7 @@ impl EvalReport {
                 .unwrap_or_default()
         };
         out.push_str(&format!(
-            "\n{}: {} images; segmentation mIoU {:.2}{} (aAcc {:.2}, {:.1} s), image-level baseline mIoU {:.2}{} (aAcc {:.2}, {:.1} s); {} classes\n",
+            "\n{}: {} images; segmentation mIoU {:.2}{} (aAcc {:.2}, {:.1} s), image-level baseline mIoU {:.2}{} (aAcc {:.2}, {:.1} s){}; {} classes\n",
             self.dataset,
             self.images,
             self.miou,
@@ -221,6 +228,9 @@ impl EvalReport {
             fg(baseline),
             baseline.aacc,
             baseline.seconds,
+            self.all_background_miou
+                .map(|v| format!(", all-background mIoU {v:.2}"))
+                .unwrap_or_default(),
             self.classes.len(),
         ));
         out
@@ -248,9 +258,10 @@ impl EvalReport {
             self.dataset,
             self.images,
             self.miou,
-            self.fg_miou
-                .map(|v| format!(" (foreground {v:.2})"))
-                .unwrap_or_default(),
+            match (self.fg_miou, self.all_background_miou) {
+                (Some(fg), Some(bg)) => format!(" (foreground {fg:.2}; all-background {bg:.2})"),
+                _ => String::new(),
+            },
             self.macc,
             self.aacc,
             self.seconds,
