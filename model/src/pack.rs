@@ -67,6 +67,9 @@ pub enum Storage {
     Int8,
     /// The same with `q6` blocks: three quarters of int8.
     Int6,
+    /// `q6` for the transformer blocks' MLP matrices (`.mlp.` in the path: over half of a
+    /// ViT's weights), `q8` for the other matrices, f16 for the rest.
+    Int8Mlp6,
 }
 
 impl Storage {
@@ -76,8 +79,9 @@ impl Storage {
             "f16" => Ok(Self::F16),
             "int8" => Ok(Self::Int8),
             "int6" => Ok(Self::Int6),
+            "int8-mlp6" => Ok(Self::Int8Mlp6),
             other => Err(OvsegError::Input(format!(
-                "unknown weight storage '{other}' (f32, f16, int8 or int6)"
+                "unknown weight storage '{other}' (f32, f16, int8, int8-mlp6 or int6)"
             ))),
         }
     }
@@ -88,17 +92,20 @@ impl Storage {
             Self::F16 => "f16",
             Self::Int8 => "int8",
             Self::Int6 => "int6",
+            Self::Int8Mlp6 => "int8-mlp6",
         }
     }
 
-    fn dtype_for(self, shape: &[usize]) -> Dtype {
+    fn dtype_for(self, path: &str, shape: &[usize]) -> Dtype {
         let matrix = shape.len() >= 2 && shape.iter().product::<usize>() >= Q_MIN_VALUES;
         match self {
             Self::F32 => Dtype::F32,
             Self::F16 => Dtype::F16,
             Self::Int8 if matrix => Dtype::Q8,
             Self::Int6 if matrix => Dtype::Q6,
-            Self::Int8 | Self::Int6 => Dtype::F16,
+            Self::Int8Mlp6 if matrix && path.contains(".mlp.") => Dtype::Q6,
+            Self::Int8Mlp6 if matrix => Dtype::Q8,
+            Self::Int8 | Self::Int6 | Self::Int8Mlp6 => Dtype::F16,
         }
     }
 }
@@ -185,7 +192,7 @@ pub fn write_pack<B: Backend>(
                 "{path} holds {bad}: refusing to write a pack with non-finite weights"
             )));
         }
-        let dtype = storage.dtype_for(&shape);
+        let dtype = storage.dtype_for(&path, &shape);
         let offset = data.len();
         encode(dtype, &values, &mut data);
         tensors.push(Entry {
@@ -520,8 +527,13 @@ pub fn part_sizes<B: Backend>(
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
             let shape = param.lazy_shape().to_vec();
             let n: usize = shape.iter().product();
-            let bytes = self.storage.expect("set").dtype_for(&shape).bytes_for(n);
-            let slot = match Part::of(&self.path.join(".")) {
+            let path = self.path.join(".");
+            let bytes = self
+                .storage
+                .expect("set")
+                .dtype_for(&path, &shape)
+                .bytes_for(n);
+            let slot = match Part::of(&path) {
                 Part::Image => &mut self.image,
                 Part::Text => &mut self.text,
             };
@@ -582,6 +594,7 @@ mod tests {
             (Storage::F16, 1e-3),
             (Storage::Int8, 0.5 / 127.0 + 1e-3),
             (Storage::Int6, 0.5 / 31.0 + 1e-3),
+            (Storage::Int8Mlp6, 0.5 / 31.0 + 1e-3),
         ] {
             let image = write_pack(&model, &config, Part::Image, storage).unwrap();
             let text = write_pack(&model, &config, Part::Text, storage).unwrap();
@@ -712,9 +725,11 @@ mod tests {
         let [(_, image_n, image_f16), (_, text_n, text_f16)] = sizes(Storage::F16);
         let [(_, _, image_q8), _] = sizes(Storage::Int8);
         let [(_, _, image_q6), _] = sizes(Storage::Int6);
+        let [(_, _, image_mixed), _] = sizes(Storage::Int8Mlp6);
         println!(
-            "vits-minilm image part {image_n} values: f16 {image_f16} B, int8 {image_q8} B, int6 {image_q6} B; text part {text_n} values, f16 {text_f16} B"
+            "vits-minilm image part {image_n} values: f16 {image_f16} B, int8 {image_q8} B, int8-mlp6 {image_mixed} B, int6 {image_q6} B; text part {text_n} values, f16 {text_f16} B"
         );
+        assert!(image_q6 < image_mixed && image_mixed < image_q8);
         assert!(image_q8 < image_f16 * 53 / 100, "{image_q8} vs {image_f16}");
         assert!(image_q6 < image_q8 * 80 / 100, "{image_q6} vs {image_q8}");
     }
