@@ -5,7 +5,9 @@
 # the native CLI's. Installs what it needs once (apt chromium, npm packages, trunk,
 # wasm-bindgen-cli). Screenshots land in tests/browser/artifacts/.
 #   --bench     also print the budgets table (wasm size, bytes before the first segmentation,
-#               512x512 segmentation time on each backend)
+#               512x512 segmentation time on each backend); with OVSEG_BENCH_MODEL=model.mpk
+#               (and OVSEG_BENCH_PRECISION, default int8) also for that model, exported by
+#               export-web, e.g. a vits-minilm one
 #   --prepare   only install the prerequisites (CI does this first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,6 +55,12 @@ cat >"$site/demo-world/demo.json" <<'EOF'
               {"name": "elsewhere", "image": "https://example.com/x.png"}]}
 EOF
 
+bench_model=()
+if [ "$bench" = 1 ] && [ -n "${OVSEG_BENCH_MODEL:-}" ]; then
+  "$ovseg" export-web --model "$OVSEG_BENCH_MODEL" --out "$site/bench-model" --precision "${OVSEG_BENCH_PRECISION:-int8}"
+  bench_model=(--bench-model bench-model/image.ovsegpack)
+fi
+
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 base="http://127.0.0.1:$port/"
 python3 -m http.server --bind 127.0.0.1 --directory "$site" "$port" >"$work/server.log" 2>&1 &
@@ -79,7 +87,7 @@ status=0
 node tests/browser/run.mjs --base "$base" --reference "$work/reference.png" --cli-link "$cli_link" \
   --reference-words "$work/reference-words.png" --reference-f32 "$work/reference-f32.png" \
   --hostile-link "$hostile_link" --artifacts tests/browser/artifacts \
-  $([ "$bench" = 1 ] && echo "--bench $work/bench.json") || status=$?
+  $([ "$bench" = 1 ] && echo "--bench $work/bench.json") "${bench_model[@]}" || status=$?
 
 if [ "$bench" = 1 ] && [ -f "$work/bench.json" ]; then
   wasm_gz=$(gzip -9c dist/ovseg-web_bg.wasm | wc -c)
@@ -91,7 +99,7 @@ if [ "$bench" = 1 ] && [ -f "$work/bench.json" ]; then
 import json, sys
 _, _, wasm_gz, js_gz, model, bench = sys.argv
 b = json.load(open(bench))
-mb = lambda n: f"{int(n) / 2**20:.2f} MB"
+mb = lambda n: f"{int(n) / 1e6:.2f} MB"  # MB = 10^6 bytes
 print("| budget | measured |")
 print("|---|---|")
 print(f"| app wasm (gzip -9, WebGPU + CPU) | {mb(wasm_gz)} |")
@@ -102,6 +110,17 @@ for k in ("cpu", "webgpu"):
         print(f"| 512x512 segmentation, {k}, headless Chromium (median of 3) | {b[k] / 1000:.2f} s |")
 if "share_512_5" in b:
     print(f"| share link fragment, 512x512, 5 labels, embedded JPEG | {b['share_512_5']} characters |")
+for k in ("cpu", "webgpu"):
+    m = b.get(f"model_{k}")
+    if not m:
+        continue
+    req = m["requests"]
+    total = sum(req.values())
+    wasm = sum(v for p, v in req.items() if p.endswith(".wasm"))
+    pack = sum(v for p, v in req.items() if p.endswith("image.ovsegpack"))
+    print(f"| bench model, {k}: bytes fetched before the first segmentation (uncompressed server) | {mb(total)} (wasm {mb(wasm)}, image pack {mb(pack)}, {len(req)} requests) |")
+    print(f"| bench model, {k}: same with the wasm gzip -9 | {mb(total - wasm + int(wasm_gz))} |")
+    print(f"| bench model, {k}: 512x512 segmentation (median of 3) | {m['ms'] / 1000:.2f} s |")
 EOF
 fi
 exit $status

@@ -159,7 +159,9 @@ struct Header {
 /// A decoded pack: its header and tensor bytes, not yet on a device.
 pub struct Pack {
     header: Header,
-    data: Vec<u8>,
+    /// The whole file; tensors start at `data_start`.
+    bytes: Vec<u8>,
+    data_start: usize,
     origin: String,
 }
 
@@ -294,7 +296,9 @@ impl Pack {
             )));
         }
         header.config.validate()?;
-        let data = bytes[12 + len..].to_vec();
+        // The tensor bytes stay where they are: a pack is tens of MB in a browser tab.
+        let data_start = 12 + len;
+        let data = &bytes[data_start..];
         let mut end = 0;
         for e in &header.tensors {
             let n = e
@@ -314,7 +318,8 @@ impl Pack {
         }
         Ok(Self {
             header,
-            data,
+            bytes,
+            data_start,
             origin: origin.into(),
         })
     }
@@ -340,7 +345,8 @@ impl Pack {
 
     fn values(&self, e: &Entry) -> Vec<f32> {
         let n: usize = e.shape.iter().product();
-        let bytes = &self.data[e.offset..e.offset + e.dtype.bytes_for(n)];
+        let start = self.data_start + e.offset;
+        let bytes = &self.bytes[start..start + e.dtype.bytes_for(n)];
         match e.dtype {
             Dtype::F32 => bytes
                 .chunks_exact(4)
@@ -638,7 +644,8 @@ mod tests {
                     config: tiny(),
                     tensors: vec![],
                 },
-                data: bytes,
+                bytes,
+                data_start: 0,
                 origin: "mem".into(),
             };
             let entry = Entry {

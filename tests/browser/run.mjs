@@ -7,6 +7,8 @@
 // node run.mjs --base URL --reference mask.png --reference-words mask.png --reference-f32 mask.png
 //   --cli-link LINK --hostile-link LINK --artifacts DIR
 //   [--bench out.json]   also time a 512x512 segmentation on each backend
+//   [--bench-model URL]  and, for that model (an export-web image pack on the site), count the
+//                        bytes fetched before the page's first segmentation and time 512x512
 import { chromium } from 'playwright-core';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -262,6 +264,35 @@ for (const path_ of ['cpu', 'webgpu']) {
       const t = times.out.sort((a, b) => a - b);
       bench[path_] = t[1];
       bench.share_512_5 = times.link;
+      await context.close();
+    });
+  }
+  if (args.bench && args['bench-model']) {
+    await test(`${path_}: bench model: bytes before the first segmentation, 512x512 time`, async () => {
+      const { page, context } = await open(b, `${BASE}?model=${args['bench-model']}&backend=${path_}`);
+      const sizes = new Map();
+      page.on('requestfinished', async (r) => {
+        const s = await r.sizes().catch(() => null);
+        if (s) sizes.set(new URL(r.url()).pathname, s.responseBodySize);
+      });
+      await page.evaluate(() => window.ovseg.ready);
+      await new Promise((r) => setTimeout(r, 500)); // the last requestfinished events
+      const first = [...sizes.entries()];
+      const ms = await page.evaluate(async () => {
+        const c = new OffscreenCanvas(512, 512);
+        c.getContext('2d').drawImage(await createImageBitmap(await (await fetch('examples/astronaut.png')).blob()), 0, 0, 512, 512);
+        const blob = await c.convertToBlob({ type: 'image/png' });
+        const labels = document.getElementById('labels').value;
+        const out = [];
+        for (let i = 0; i < 3; i++) {
+          const t0 = performance.now();
+          await window.ovseg.segment({ image: blob, labels });
+          out.push(performance.now() - t0);
+        }
+        return out.sort((a, x) => a - x)[1];
+      });
+      assert(fetched(page, 'text.ovsegpack') === 0, 'the text pack was fetched for the page\'s words');
+      bench[`model_${path_}`] = { ms, requests: Object.fromEntries(first) };
       await context.close();
     });
   }
