@@ -69,7 +69,7 @@ function setStatus() {
   if (state.modelReady) {
     parts.push(state.timings.textBytes != null
       ? `text encoder ${formatBytes(state.timings.textBytes)} ${state.timings.textCached ? 'from the browser cache' : 'downloaded'} in ${secs(state.timings.textDownload)}`
-      : state.hasText ? 'text encoder included' : 'text encoder not needed yet (preset words)');
+      : state.hasText ? 'text encoder included' : 'text encoder not needed yet (these words are precomputed)');
   }
   if (state.timings.segment != null) parts.push(`last segmentation ${secs(state.timings.segment)}${state.timings.encodedText ? ' (words encoded)' : ' (words cached)'}`);
   $('status').textContent = parts.join(' · ') || 'No model loaded yet.';
