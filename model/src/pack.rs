@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
 use burn::tensor::f16;
 use serde::{Deserialize, Serialize};
@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::OvsegConfig;
 use crate::error::OvsegError;
 use crate::model::OvSegmentor;
+use crate::record::for_each_float_param;
 
 pub const MAGIC: &[u8; 8] = b"OVSEGPAK";
 pub const PACK_FORMAT: u32 = 1;
@@ -180,29 +181,18 @@ pub fn write_pack<B: Backend>(
 ) -> Result<Vec<u8>, OvsegError> {
     let mut tensors = Vec::new();
     let mut data = Vec::new();
-    for (path, value) in float_params(&model.clone().into_inference()) {
-        if Part::of(&path) != part {
-            continue;
+    let mut problem = None;
+    for_each_float_param(&model.clone().into_inference(), |path, shape, value| {
+        if Part::of(path) != part || problem.is_some() {
+            return;
         }
-        let shape = value.shape.to_vec();
-        let values: Vec<f32> = value
-            .convert::<f32>()
-            .into_vec()
-            .map_err(|e| OvsegError::Input(format!("{path}: {e:?}")))?;
-        if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
-            return Err(OvsegError::Input(format!(
-                "{path} holds {bad}: refusing to write a pack with non-finite weights"
-            )));
+        match encode_tensor(path, shape, value(), storage, &mut data) {
+            Ok(entry) => tensors.push(entry),
+            Err(e) => problem = Some(e),
         }
-        let dtype = storage.dtype_for(&path, &shape);
-        let offset = data.len();
-        encode(dtype, &values, &mut data);
-        tensors.push(Entry {
-            path,
-            shape,
-            dtype,
-            offset,
-        });
+    });
+    if let Some(e) = problem {
+        return Err(e);
     }
     let header = Header {
         format: PACK_FORMAT,
@@ -218,6 +208,34 @@ pub fn write_pack<B: Backend>(
     out.extend_from_slice(&json);
     out.extend_from_slice(&data);
     Ok(out)
+}
+
+/// Appends one tensor's bytes to `data` and says where they are.
+fn encode_tensor(
+    path: &str,
+    shape: Vec<usize>,
+    value: TensorData,
+    storage: Storage,
+    data: &mut Vec<u8>,
+) -> Result<Entry, OvsegError> {
+    let values: Vec<f32> = value
+        .convert::<f32>()
+        .into_vec()
+        .map_err(|e| OvsegError::Input(format!("{path}: {e:?}")))?;
+    if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+        return Err(OvsegError::Input(format!(
+            "{path} holds {bad}: refusing to write a pack with non-finite weights"
+        )));
+    }
+    let dtype = storage.dtype_for(path, &shape);
+    let offset = data.len();
+    encode(dtype, &values, data);
+    Ok(Entry {
+        path: path.to_string(),
+        shape,
+        dtype,
+        offset,
+    })
 }
 
 fn encode(dtype: Dtype, values: &[f32], out: &mut Vec<u8>) {
@@ -486,75 +504,26 @@ impl<B: Backend> ModuleMapper<B> for Loader<'_> {
     }
 }
 
-/// (path, value) of every float parameter and running statistic, in visiting order.
-fn float_params<B: Backend, M: Module<B>>(module: &M) -> Vec<(String, TensorData)> {
-    #[derive(Default)]
-    struct Collect {
-        path: Vec<String>,
-        found: Vec<(String, TensorData)>,
-    }
-    impl<B: Backend> ModuleVisitor<B> for Collect {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            self.found
-                .push((self.path.join("."), param.val().into_data()));
-        }
-    }
-    let mut visitor = Collect::default();
-    module.visit(&mut visitor);
-    visitor.found
-}
-
 /// Bytes each part takes under `storage`, counted from the configuration alone.
 pub fn part_sizes<B: Backend>(
     config: &OvsegConfig,
     storage: Storage,
     device: &B::Device,
 ) -> [(Part, usize, usize); 2] {
-    #[derive(Default)]
-    struct Count {
-        path: Vec<String>,
-        storage: Option<Storage>,
-        image: (usize, usize),
-        text: (usize, usize),
-    }
-    impl<B: Backend> ModuleVisitor<B> for Count {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            let shape = param.lazy_shape().to_vec();
-            let n: usize = shape.iter().product();
-            let path = self.path.join(".");
-            let bytes = self
-                .storage
-                .expect("set")
-                .dtype_for(&path, &shape)
-                .bytes_for(n);
-            let slot = match Part::of(&path) {
-                Part::Image => &mut self.image,
-                Part::Text => &mut self.text,
-            };
-            slot.0 += n;
-            slot.1 += bytes;
-        }
-    }
-    let mut count = Count {
-        storage: Some(storage),
-        ..Default::default()
-    };
-    config.init_inference::<B>(device).visit(&mut count);
+    let (mut image, mut text) = ((0, 0), (0, 0));
+    let model = config.init_inference::<B>(device);
+    for_each_float_param(&model, |path, shape, _| {
+        let n: usize = shape.iter().product();
+        let slot = match Part::of(path) {
+            Part::Image => &mut image,
+            Part::Text => &mut text,
+        };
+        slot.0 += n;
+        slot.1 += storage.dtype_for(path, &shape).bytes_for(n);
+    });
     [
-        (Part::Image, count.image.0, count.image.1),
-        (Part::Text, count.text.0, count.text.1),
+        (Part::Image, image.0, image.1),
+        (Part::Text, text.0, text.1),
     ]
 }
 
@@ -562,6 +531,15 @@ pub fn part_sizes<B: Backend>(
 mod tests {
     use super::*;
     use burn::backend::NdArray;
+
+    /// (path, value) of every float parameter, as the tests compare them.
+    fn float_params(model: &OvSegmentor<NdArray>) -> Vec<(String, TensorData)> {
+        let mut found = Vec::new();
+        for_each_float_param(model, |path, _, value| {
+            found.push((path.to_string(), value()))
+        });
+        found
+    }
 
     fn tiny() -> OvsegConfig {
         let mut c = OvsegConfig::tiny();

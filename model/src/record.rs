@@ -140,14 +140,20 @@ pub fn model_from_bytes<B: Backend>(
     Ok((model, manifest))
 }
 
-/// (path, shape) of every float parameter, in visiting order.
-fn shapes<B: Backend, M: Module<B>>(module: &M) -> Vec<(String, Vec<usize>)> {
-    #[derive(Default)]
-    struct Shapes {
+/// Calls `f(path, shape, value)` for every float parameter and running statistic of `module`, in
+/// visiting order, with paths as the module tree names them (`img_encoder.pos_embed`). The
+/// shape comes without materialising a lazy parameter; `value()` reads the tensor.
+pub fn for_each_float_param<B: Backend, M: Module<B>>(
+    module: &M,
+    f: impl FnMut(&str, Vec<usize>, &dyn Fn() -> TensorData),
+) {
+    struct Visit<F> {
         path: Vec<String>,
-        found: Vec<(String, Vec<usize>)>,
+        f: F,
     }
-    impl<B: Backend> ModuleVisitor<B> for Shapes {
+    impl<B: Backend, F: FnMut(&str, Vec<usize>, &dyn Fn() -> TensorData)> ModuleVisitor<B>
+        for Visit<F>
+    {
         fn enter_module(&mut self, name: &str, _: &str) {
             self.path.push(name.to_string());
         }
@@ -155,13 +161,25 @@ fn shapes<B: Backend, M: Module<B>>(module: &M) -> Vec<(String, Vec<usize>)> {
             self.path.pop();
         }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            self.found
-                .push((self.path.join("."), param.shape().to_vec()));
+            let path = self.path.join(".");
+            (self.f)(&path, param.lazy_shape().to_vec(), &|| {
+                param.val().into_data()
+            });
         }
     }
-    let mut visitor = Shapes::default();
-    module.visit(&mut visitor);
-    visitor.found
+    module.visit(&mut Visit {
+        path: Vec::new(),
+        f,
+    });
+}
+
+/// (path, shape) of every float parameter, in visiting order.
+fn shapes<B: Backend, M: Module<B>>(module: &M) -> Vec<(String, Vec<usize>)> {
+    let mut found = Vec::new();
+    for_each_float_param(module, |path, shape, _| {
+        found.push((path.to_string(), shape))
+    });
+    found
 }
 
 #[cfg(test)]

@@ -19,20 +19,29 @@ fn fixtures() -> PathBuf {
     dir.join("reference-tiny")
 }
 
+/// The reference fixture's model, inference parts only.
+fn fixture_model(
+    config: &ovseg_model::OvsegConfig,
+    device: &burn::tensor::Device<NdArray>,
+) -> ovseg_model::OvSegmentor<NdArray> {
+    ovseg_model::import::load_checkpoint::<NdArray>(
+        &fixtures().join("checkpoint.pth"),
+        config,
+        device,
+    )
+    .unwrap()
+    .0
+    .into_inference()
+}
+
 const VOC: &str = "aeroplane,bicycle,bird,boat,bottle,bus,car,cat,chair,cow,table,dog,horse,motorbike,person,plant,sheep,sofa,train,monitor";
 
 #[test]
 fn engine_reproduces_the_reference_label_map_and_caches_words() {
     let device = Default::default();
     let config = ovseg_model::OvsegConfig::tiny();
-    let (model, _) = ovseg_model::import::load_checkpoint::<NdArray>(
-        &fixtures().join("checkpoint.pth"),
-        &config,
-        &device,
-    )
-    .unwrap();
-    let bytes = model_to_bytes(model.into_inference(), &config, Precision::Full).unwrap();
-    let mut engine = Engine::<NdArray>::new(bytes, None, &device).unwrap();
+    let bytes = model_to_bytes(fixture_model(&config, &device), &config, Precision::Full).unwrap();
+    let mut engine = Engine::<NdArray>::new(bytes.clone(), None, &device).unwrap();
 
     let picture = image_rgba(&fixtures().join("seg_image.png"));
     let request = Request {
@@ -81,24 +90,7 @@ fn engine_reproduces_the_reference_label_map_and_caches_words() {
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
         .collect();
-    let mut fresh = Engine::<NdArray>::new(
-        model_to_bytes(
-            ovseg_model::import::load_checkpoint::<NdArray>(
-                &fixtures().join("checkpoint.pth"),
-                &config,
-                &device,
-            )
-            .unwrap()
-            .0
-            .into_inference(),
-            &config,
-            Precision::Full,
-        )
-        .unwrap(),
-        None,
-        &device,
-    )
-    .unwrap();
+    let mut fresh = Engine::<NdArray>::new(bytes, None, &device).unwrap();
     fresh
         .add_class_embeddings(VOC, "simple", class_embedding)
         .unwrap();
@@ -148,13 +140,7 @@ fn image_pack_first_text_pack_on_demand() {
     use ovseg_model::pack::{write_pack, Part, Storage};
     let device = Default::default();
     let config = ovseg_model::OvsegConfig::tiny();
-    let (model, _) = ovseg_model::import::load_checkpoint::<NdArray>(
-        &fixtures().join("checkpoint.pth"),
-        &config,
-        &device,
-    )
-    .unwrap();
-    let model = model.into_inference();
+    let model = fixture_model(&config, &device);
     let whole = model_to_bytes(model.clone(), &config, Precision::Half).unwrap();
     let mut reference = Engine::<NdArray>::new(whole, None, &device).unwrap();
     let picture = image_rgba(&fixtures().join("seg_image.png"));
