@@ -341,3 +341,130 @@ fn training_streams_webdataset_shards() {
     assert_eq!(metrics(&run).len(), 3);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Ports nobody listens on now (bound, then released).
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+/// Kills a child process when dropped, so a failed assertion leaves no orchestrator behind.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+#[test]
+fn two_machines_train_as_two_devices_of_one_machine() {
+    // Several machines as a user starts them (README "Several machines"): the orchestrator and
+    // two `ovseg train --nodes 2` processes, here on 127.0.0.1. Each trains half of every batch
+    // and must match, step for step, one process with `--devices 2` (Gumbel noise off: in one
+    // process both devices draw from one generator, in two from two).
+    let dir = scratch("train-two-machines");
+    let meta = caption_dataset(&dir, 24);
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model_config(&dir)).unwrap()).unwrap();
+    config["image"]["gumbel"] = false.into();
+    let model = dir.join("model-no-gumbel.json");
+    std::fs::write(&model, config.to_string()).unwrap();
+    let recipe = recipe(&dir, 1, 3);
+    let common = |out: &Path| -> Vec<String> {
+        [
+            "train", "--quiet", "--out", s(out), "--recipe", s(&recipe), "--data", s(&meta),
+            "--model", s(&model),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let local = dir.join("two-devices");
+    let mut args = common(&local);
+    args.extend(["--devices".into(), "2".into()]);
+    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let ports = free_ports(3);
+    let _orchestrator = Running(
+        Command::new(env!("CARGO_BIN_EXE_ovseg"))
+            .args(["orchestrator", "--port", &ports[0].to_string()])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let machines: Vec<(PathBuf, std::process::Child)> = (0..2)
+        .map(|rank| {
+            let out = dir.join(format!("machine-{rank}"));
+            let mut args = common(&out);
+            let port = ports[1 + rank].to_string();
+            args.extend(
+                [
+                    "--devices", "1", "--nodes", "2", "--node-rank", &rank.to_string(),
+                    "--orchestrator", &format!("ws://127.0.0.1:{}", ports[0]),
+                    "--node-address", &format!("ws://127.0.0.1:{port}"), "--data-port", &port,
+                ]
+                .map(String::from),
+            );
+            let child = Command::new(env!("CARGO_BIN_EXE_ovseg"))
+                .args(&args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            (out, child)
+        })
+        .collect();
+    let began = Instant::now();
+    let mut finished = Vec::new();
+    for (out, mut child) in machines {
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                let mut stderr = String::new();
+                std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).ok();
+                assert!(status.success(), "{}: {stderr}", out.display());
+                break;
+            }
+            if began.elapsed() > Duration::from_secs(600) {
+                child.kill().ok();
+                panic!("{} did not finish in 10 minutes (a stalled all-reduce)", out.display());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        finished.push(out);
+    }
+
+    let expected = metrics(&local);
+    assert_eq!(expected.len(), 3);
+    for out in &finished {
+        let got = metrics(out);
+        assert_eq!(got.len(), 3, "{}", out.display());
+        for (a, b) in expected.iter().zip(&got) {
+            for key in ["matching", "entity", "total", "grad_norm"] {
+                let (x, y) = (a[key].as_f64().unwrap(), b[key].as_f64().unwrap());
+                assert!(
+                    (x - y).abs() <= 1e-5 * x.abs().max(1.0),
+                    "{} step {}: {key} {y}, one machine with two devices {x}",
+                    out.display(),
+                    a["step"]
+                );
+            }
+        }
+    }
+    // Both machines hold the same weights, those of the two devices of one machine.
+    let weights = parameters(&local.join("model.mpk"));
+    for out in &finished {
+        let got = parameters(&out.join("model.mpk"));
+        assert_eq!(got.len(), weights.len());
+        for (i, (a, b)) in weights.iter().zip(&got).enumerate() {
+            let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+            assert!(diff <= 1e-5, "{}: parameter {i} differs by {diff}", out.display());
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

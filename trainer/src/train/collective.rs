@@ -10,7 +10,9 @@ use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
 use burn::backend::Autodiff;
-use burn::collective::{all_reduce, PeerId, ReduceOperation};
+use burn::collective::{all_reduce, CollectiveError, PeerId, ReduceOperation};
+use burn::module::{ModuleVisitor, Param};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::TensorPrimitive;
 use ovseg_model::losses::GatherAll;
@@ -83,5 +85,52 @@ impl<B: Backend> GatherAll<Autodiff<B>> for CollectiveGather {
 
     fn world_size(&self) -> usize {
         self.world
+    }
+}
+
+/// Reduces every gradient over all devices (`op`: the mean, for data parallelism), one
+/// parameter at a time in the module's own order. burn's `GradientsParams::all_reduce` goes in
+/// `ParamId` order, and ids are drawn at random in each process: replicas of one process share
+/// them, but two machines would pair different tensors.
+pub fn all_reduce_gradients<B: Backend, M: Module<Autodiff<B>>>(
+    model: &M,
+    grads: GradientsParams,
+    peer: PeerId,
+    op: ReduceOperation,
+) -> Result<GradientsParams, CollectiveError> {
+    struct Reduce {
+        grads: GradientsParams,
+        peer: PeerId,
+        op: ReduceOperation,
+        error: Option<CollectiveError>,
+    }
+    impl<B: Backend> ModuleVisitor<Autodiff<B>> for Reduce {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Autodiff<B>, D>>) {
+            if self.error.is_some() {
+                return;
+            }
+            // Frozen parameters have no gradient, on every device alike.
+            let Some(grad) = self.grads.remove::<B, D>(param.id) else {
+                return;
+            };
+            match all_reduce::<B>(self.peer, grad.into_primitive().tensor(), self.op) {
+                Ok(reduced) => self.grads.register::<B, D>(
+                    param.id,
+                    Tensor::from_primitive(TensorPrimitive::Float(reduced)),
+                ),
+                Err(e) => self.error = Some(e),
+            }
+        }
+    }
+    let mut reduce = Reduce {
+        grads,
+        peer,
+        op,
+        error: None,
+    };
+    model.visit(&mut reduce);
+    match reduce.error {
+        Some(e) => Err(e),
+        None => Ok(reduce.grads),
     }
 }

@@ -14,7 +14,7 @@ use ovseg_model::losses::{CrossPair, GatherAll, LocalGather, LossOptions, TextIn
 use ovseg_model::text::TextTokenizer;
 use ovseg_model::OvSegmentor;
 
-use super::collective::CollectiveGather;
+use super::collective::{all_reduce_gradients, CollectiveGather};
 use super::optimizer::{AdamWSettings, Optimizer};
 use super::text_cache::{FrozenText, TextRows};
 
@@ -202,8 +202,7 @@ impl<B: Backend> Replica<B> {
         }
         let mut grads = accumulator.grads();
         if let Some(g) = &self.gather {
-            grads = grads
-                .all_reduce::<B>(g.peer, ReduceOperation::Mean)
+            grads = all_reduce_gradients(&model, grads, g.peer, ReduceOperation::Mean)
                 .map_err(|e| anyhow::anyhow!("gradient all-reduce failed: {e:?}"))?;
         }
         let norm = self.optimizer.grad_norm(&model, &grads);

@@ -9,7 +9,9 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use burn::backend::Autodiff;
-use burn::collective::{finish_collective, register, reset_collective, CollectiveConfig, PeerId};
+use burn::collective::{
+    finish_collective, register, reset_collective, AllReduceStrategy, CollectiveConfig, PeerId,
+};
 use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
 use ovseg_model::record::{model_from_bytes, model_to_bytes, Precision};
@@ -457,7 +459,10 @@ impl Group {
             .with_num_nodes(cluster.nodes as u32)
             .with_global_address(address(&cluster.orchestrator)?)
             .with_node_address(address(&cluster.node_address)?)
-            .with_data_service_port(cluster.data_port))
+            .with_data_service_port(cluster.data_port)
+            // burn's default ring cannot split a tensor with fewer rows than machines (the
+            // logit scale has one); a binary tree takes every shape.
+            .with_global_all_reduce_strategy(AllReduceStrategy::Tree(2)))
     }
 }
 
