@@ -109,7 +109,7 @@ done
 
 echo "== the page"
 wasm=dist/ovseg-web_bg.wasm
-if [ ! -f "$wasm" ] || [ -n "$(find web model www Trunk.toml Cargo.lock -newer "$wasm" -type f | head -n 1)" ]; then
+if [ ! -f "$wasm" ] || [ -n "$(find web web-cpu model www Trunk.toml Cargo.lock -newer "$wasm" -type f | head -n 1)" ]; then
   TRUNK_SKIP_VERSION_CHECK=true trunk build --release
 fi
 site="$out/site"

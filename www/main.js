@@ -63,7 +63,10 @@ function showMessage(text) {
 }
 function setStatus() {
   const parts = [];
-  if (state.backend) parts.push(state.backend === 'webgpu' ? `WebGPU${state.adapter ? ` (${state.adapter})` : ''}` : 'CPU (WebAssembly)');
+  if (state.backend) {
+    parts.push(state.backend === 'webgpu' ? `WebGPU${state.adapter ? ` (${state.adapter})` : ''}`
+      : `CPU (WebAssembly${state.build === 'cpu' ? ', CPU-only build' : ''})`);
+  }
   if (state.timings.download != null) parts.push(`model ${formatBytes(state.timings.bytes)} ${state.timings.cached ? 'from the browser cache' : 'downloaded'} in ${secs(state.timings.download)}`);
   if (state.timings.load != null) parts.push(`loaded in ${secs(state.timings.load)}`);
   if (state.modelReady) {
@@ -195,6 +198,9 @@ async function loadModel(source, announce = true) {
   showMessage('');
   const backend = await chooseBackend();
   $('status').textContent = `Loading the model on ${backend === 'webgpu' ? 'WebGPU' : 'the CPU'}…`;
+  // The worker fetches its code (the CPU-only build unless WebGPU is used) while the weights
+  // download here; `load` waits for it.
+  call('prepare', { backend }).catch(() => {});
   let bytes;
   let tokenizer;
   let classes = null;
@@ -235,6 +241,7 @@ async function loadModel(source, announce = true) {
   }
   const loaded = await call('load', { model: bytes, tokenizer: isPack ? undefined : tokenizer, backend }, [bytes]);
   state.backend = loaded.backend;
+  state.build = loaded.build;
   state.timings.load = loaded.ms;
   state.hasText = loaded.hasText;
   state.textFile = textFile;

@@ -1,10 +1,41 @@
 // The model runs here, off the page's thread. Messages {id, op, ...} are answered with
 // {id, ok: true, result} or {id, ok: false, error}; requests are handled one at a time.
-import init, * as wasm from './ovseg-web.js';
-
-const ready = init({ module_or_path: new URL('./ovseg-web_bg.wasm', import.meta.url) });
-let segmenter = null;
+//
+// The model code comes in two builds of one surface (web/src/lib.rs): the full one with WebGPU
+// and the CPU, and a CPU-only one (web-cpu/) a fraction of the size. Each is fetched the first
+// time it is needed: a page on the CPU never downloads the WebGPU code.
+const builds = {};
+let loaded = null; // { build, wasm, segmenter } of the model in use
 let queue = Promise.resolve();
+
+function buildFor(backend) {
+  // A full build already here also runs the CPU (the same Flex code): no second download.
+  if (backend !== 'webgpu' && !builds.full) return 'cpu';
+  return 'full';
+}
+
+function wasmBuild(build) {
+  if (!builds[build]) {
+    const name = build === 'full' ? 'ovseg-web' : 'ovseg-web-cpu';
+    builds[build] = import(`./${name}.js`).then(async (wasm) => {
+      await wasm.default({ module_or_path: new URL(`./${name}_bg.wasm`, import.meta.url) });
+      return wasm;
+    });
+    // A failed download can be retried.
+    builds[build].catch(() => delete builds[build]);
+  }
+  return builds[build];
+}
+
+// Links are read and made by whichever build is here, else the small one.
+function anyWasm() {
+  return loaded ? Promise.resolve(loaded.wasm) : wasmBuild(builds.full ? 'full' : 'cpu');
+}
+
+function segmenter() {
+  if (!loaded) throw new Error('no model loaded');
+  return loaded.segmenter;
+}
 
 async function gpuAdapter() {
   if (!self.navigator || !navigator.gpu) return null;
@@ -28,62 +59,70 @@ const ops = {
     return { webgpu: !!adapter, adapter: info };
   },
 
+  // Starts fetching the code a backend needs, before its model arrives.
+  async prepare({ backend }) {
+    await wasmBuild(buildFor(backend));
+    return true;
+  },
+
   async load({ model, tokenizer, backend }) {
     if (backend === 'webgpu' && !(await gpuAdapter())) {
       throw new Error('WebGPU has no adapter in this browser; use the CPU backend');
     }
     const t0 = performance.now();
+    const build = buildFor(backend);
+    const wasm = await wasmBuild(build);
+    const tCode = performance.now();
     // The previous model stays usable if this one fails to load.
     const next = await wasm.load(new Uint8Array(model), tokenizer ? new Uint8Array(tokenizer) : undefined, backend);
-    if (segmenter) segmenter.free();
-    segmenter = next;
-    return { backend: segmenter.backend(), ms: performance.now() - t0, hasText: segmenter.has_text() };
+    if (loaded) loaded.segmenter.free();
+    loaded = { build, wasm, segmenter: next };
+    return {
+      backend: next.backend(), build, codeMs: tCode - t0, ms: performance.now() - tCode, hasText: next.has_text(),
+    };
   },
 
   // The text part of an image pack, added when words without embeddings are asked for.
   async text({ weights, tokenizer }) {
-    if (!segmenter) throw new Error('no model loaded');
     const t0 = performance.now();
-    segmenter.add_text_weights(new Uint8Array(weights), tokenizer ? new Uint8Array(tokenizer) : undefined);
+    segmenter().add_text_weights(new Uint8Array(weights), tokenizer ? new Uint8Array(tokenizer) : undefined);
     return { ms: performance.now() - t0 };
   },
 
   async needsText({ labels, template }) {
-    if (!segmenter) throw new Error('no model loaded');
-    return segmenter.needs_text(labels, template);
+    return segmenter().needs_text(labels, template);
   },
 
   async classes({ labels, template, values }) {
-    if (!segmenter) throw new Error('no model loaded');
-    segmenter.add_class_embeddings(labels, template, new Float32Array(values));
+    segmenter().add_class_embeddings(labels, template, new Float32Array(values));
     return true;
   },
 
   async segment({ rgba, width, height, labels, background, bgThresh, template }) {
-    if (!segmenter) throw new Error('no model loaded');
     const t0 = performance.now();
-    const queued = segmenter.start(new Uint8Array(rgba), width, height, labels, background, bgThresh, template);
+    const s = segmenter();
+    const queued = s.start(new Uint8Array(rgba), width, height, labels, background, bgThresh, template);
     const names = queued.names();
     const encodedText = queued.encoded_text();
-    const mask = await wasm.read_labels(queued);
-    return { mask, names, encodedText, ms: performance.now() - t0, textRuns: segmenter.text_encoder_runs() };
+    const mask = await loaded.wasm.read_labels(queued);
+    return { mask, names, encodedText, ms: performance.now() - t0, textRuns: s.text_encoder_runs() };
   },
 
   async groups({ rgba, width, height }) {
-    if (!segmenter) throw new Error('no model loaded');
-    const queued = segmenter.start_groups(new Uint8Array(rgba), width, height);
+    const queued = segmenter().start_groups(new Uint8Array(rgba), width, height);
     const names = queued.names();
-    const mask = await wasm.read_labels(queued);
+    const mask = await loaded.wasm.read_labels(queued);
     return { mask, names, side: Math.round(Math.sqrt(mask.length)) };
   },
 
   async shareLink(a) {
+    const wasm = await anyWasm();
     return wasm.share_link(a.base, a.labels, a.background, a.bgThresh, a.template, a.model,
       a.width, a.height, a.mask, a.imageUrl || undefined, a.jpeg || undefined);
   },
 
   async shareRead({ link }) {
-    return wasm.share_read(link);
+    return (await anyWasm()).share_read(link);
   },
 };
 
@@ -91,7 +130,6 @@ self.onmessage = (event) => {
   const { id, op, ...args } = event.data;
   queue = queue.then(async () => {
     try {
-      await ready;
       if (!ops[op]) throw new Error(`unknown operation ${op}`);
       const result = await ops[op](args);
       const transfer = result && result.mask instanceof Uint8Array ? [result.mask.buffer] : [];

@@ -157,6 +157,11 @@ for (const path_ of ['cpu', 'webgpu']) {
     assert(await page.evaluate(() => window.ovseg.backend) === path_, 'window.ovseg.backend');
     const legend = await page.locator('#legend li').count();
     assert(legend > 0, 'the bundled picture was segmented on load (legend shown)');
+    // The CPU path downloads only the CPU-only build of the code, WebGPU only the full one.
+    const full = fetched(page, 'ovseg-web_bg.wasm');
+    const cpuOnly = fetched(page, 'ovseg-web-cpu_bg.wasm');
+    assert(webgpu ? full === 1 && cpuOnly === 0 : cpuOnly === 1 && full === 0, `code fetched: full build ${full}, CPU-only build ${cpuOnly}`);
+    if (!webgpu) assert(/CPU-only build/.test(await page.textContent('#status')), 'status names the CPU-only build');
     await page.screenshot({ path: path.join(ARTIFACTS, `${path_}-start.png`), fullPage: true });
     await context.close();
   });
@@ -309,6 +314,7 @@ await test('share link: a fresh page shows the same segmentation before any mode
   assert(agreement(shown.mask, cpuMask) === 1, 'the link shows a different label map');
   assert(await page.isVisible('#shared'), 'the "opened from a link" notice is shown');
   assert(await page.evaluate(() => window.ovseg.backend) === null, 'no model was loaded');
+  assert(fetched(page, 'ovseg-web_bg.wasm') === 0, 'a link is read by the CPU-only build');
   await page.screenshot({ path: path.join(ARTIFACTS, 'share-opened.png'), fullPage: true });
   await context.close();
 });

@@ -10,10 +10,15 @@ pub use bindings::*;
 
 #[cfg(target_arch = "wasm32")]
 mod bindings {
+    #[cfg(feature = "webgpu")]
     use std::cell::Cell;
 
-    use burn::backend::wgpu::{graphics, init_setup_async, WgpuDevice};
-    use burn::backend::{Flex, Wgpu};
+    use burn::backend::Flex;
+    #[cfg(feature = "webgpu")]
+    use burn::backend::{
+        wgpu::{graphics, init_setup_async, WgpuDevice},
+        Wgpu,
+    };
     use js_sys::{Array, Object, Reflect, Uint8Array};
     use ovseg_model::share::{Shared, SharedPicture};
     use wasm_bindgen::prelude::*;
@@ -26,6 +31,7 @@ mod bindings {
         fn console_error(message: &str);
     }
 
+    #[cfg(feature = "webgpu")]
     thread_local! {
         static GPU_READY: Cell<bool> = const { Cell::new(false) };
     }
@@ -43,6 +49,7 @@ mod bindings {
     }
 
     enum Backed {
+        #[cfg(feature = "webgpu")]
         Gpu(Engine<Wgpu>),
         Cpu(Engine<Flex>),
     }
@@ -62,8 +69,22 @@ mod bindings {
     }
 
     enum QueuedLabels {
+        #[cfg(feature = "webgpu")]
         Gpu(Pending<Wgpu>),
         Cpu(Pending<Flex>),
+    }
+
+    /// The backends compiled into this build: the full build has WebGPU and the CPU, the
+    /// CPU-only build (`web-cpu/`, a fraction of the size) only the CPU.
+    const BACKENDS: &[&str] = if cfg!(feature = "webgpu") {
+        &["webgpu", "cpu"]
+    } else {
+        &["cpu"]
+    };
+
+    #[wasm_bindgen]
+    pub fn backends() -> Vec<String> {
+        BACKENDS.iter().map(|b| b.to_string()).collect()
     }
 
     /// Loads a model file (`ovseg convert` output, or `ovseg export-web`'s image pack) on `backend`
@@ -76,6 +97,7 @@ mod bindings {
     ) -> Result<Segmenter, JsError> {
         let tokenizer = tokenizer.as_deref();
         let engine = match backend.as_str() {
+            #[cfg(feature = "webgpu")]
             "webgpu" => {
                 let device = WgpuDevice::default();
                 if !GPU_READY.get() {
@@ -89,7 +111,8 @@ mod bindings {
             }
             other => {
                 return Err(JsError::new(&format!(
-                    "unknown backend '{other}' (webgpu or cpu)"
+                    "backend '{other}' is not in this build (it has: {})",
+                    BACKENDS.join(", ")
                 )))
             }
         };
@@ -100,6 +123,7 @@ mod bindings {
     impl Segmenter {
         pub fn backend(&self) -> String {
             match self.engine {
+                #[cfg(feature = "webgpu")]
                 Backed::Gpu(_) => "webgpu".into(),
                 Backed::Cpu(_) => "cpu".into(),
             }
@@ -124,6 +148,7 @@ mod bindings {
                 template,
             };
             let queued = match &mut self.engine {
+                #[cfg(feature = "webgpu")]
                 Backed::Gpu(e) => {
                     let p = e.start(rgba, width, height, &request).map_err(js_err)?;
                     (p.names.clone(), p.encoded_text, QueuedLabels::Gpu(p))
@@ -149,6 +174,7 @@ mod bindings {
             height: usize,
         ) -> Result<Queued, JsError> {
             let (labels, groups) = match &self.engine {
+                #[cfg(feature = "webgpu")]
                 Backed::Gpu(e) => {
                     let (t, g) = e.start_groups(rgba, width, height).map_err(js_err)?;
                     (
@@ -187,6 +213,7 @@ mod bindings {
             values: Vec<f32>,
         ) -> Result<(), JsError> {
             match &mut self.engine {
+                #[cfg(feature = "webgpu")]
                 Backed::Gpu(e) => e.add_class_embeddings(labels, template, values),
                 Backed::Cpu(e) => e.add_class_embeddings(labels, template, values),
             }
@@ -201,6 +228,7 @@ mod bindings {
         ) -> Result<(), JsError> {
             let tokenizer = tokenizer.as_deref();
             match &mut self.engine {
+                #[cfg(feature = "webgpu")]
                 Backed::Gpu(e) => e.add_text_weights(text_pack, tokenizer),
                 Backed::Cpu(e) => e.add_text_weights(text_pack, tokenizer),
             }
@@ -210,6 +238,7 @@ mod bindings {
         /// Whether the text encoder is loaded (false for an image pack without its text part).
         pub fn has_text(&self) -> bool {
             match &self.engine {
+                #[cfg(feature = "webgpu")]
                 Backed::Gpu(e) => e.has_text(),
                 Backed::Cpu(e) => e.has_text(),
             }
@@ -218,6 +247,7 @@ mod bindings {
         /// Whether these words need the text weights first.
         pub fn needs_text(&self, labels: &str, template: &str) -> Result<bool, JsError> {
             match &self.engine {
+                #[cfg(feature = "webgpu")]
                 Backed::Gpu(e) => e.needs_text(labels, template),
                 Backed::Cpu(e) => e.needs_text(labels, template),
             }
@@ -226,6 +256,7 @@ mod bindings {
 
         pub fn text_encoder_runs(&self) -> usize {
             match &self.engine {
+                #[cfg(feature = "webgpu")]
                 Backed::Gpu(e) => e.text_encoder_runs(),
                 Backed::Cpu(e) => e.text_encoder_runs(),
             }
@@ -249,6 +280,7 @@ mod bindings {
     #[wasm_bindgen]
     pub async fn read_labels(queued: Queued) -> Result<Vec<u8>, JsError> {
         let data = match queued.labels {
+            #[cfg(feature = "webgpu")]
             QueuedLabels::Gpu(p) => p.labels.into_data_async().await,
             QueuedLabels::Cpu(p) => p.labels.into_data_async().await,
         }

@@ -1,0 +1,5 @@
+//! The page's CPU-only build: `ovseg-web`'s wasm-bindgen surface without the WebGPU backend, so
+//! a browser without WebGPU downloads a fraction of the code (README "Budgets").
+
+#[cfg(target_arch = "wasm32")]
+pub use ovseg_web::*;
