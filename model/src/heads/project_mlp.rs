@@ -2,7 +2,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
-use crate::nn::{BatchNorm1d, BatchNorm1dConfig, BatchStats};
+use crate::nn::{autocast, BatchNorm1d, BatchNorm1dConfig, BatchStats};
 
 /// The reference's 2-layer `ProjectMLP`: Conv1d(k=1) -> BatchNorm1d -> ReLU -> Conv1d(k=1).
 /// A kernel-1 Conv1d is a Linear applied to every token; checkpoints hold it as
@@ -39,8 +39,10 @@ impl<B: Backend> ProjectMlp<B> {
     }
 
     pub fn forward_with(&self, x: Tensor<B, 2>, stats: BatchStats<'_, B>) -> Tensor<B, 2> {
-        let h = self.norm.forward_with(self.hidden.forward(x), stats);
-        self.out.forward(relu(h))
+        let h = self
+            .norm
+            .forward_with(autocast::linear(&self.hidden, x), stats);
+        autocast::linear(&self.out, relu(h))
     }
 
     /// [B, L, C] -> [B, L, out], every token a row (as Conv1d over [B, C, L] normalises over B and L).

@@ -1,7 +1,7 @@
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 
-use super::{merge_heads, scaled_dot_product, split_heads};
+use super::{autocast, merge_heads, scaled_dot_product, split_heads};
 
 /// Multi-head self-attention with one fused `qkv` projection (timm's `Attention`).
 #[derive(Config, Debug)]
@@ -32,9 +32,7 @@ impl<B: Backend> FusedAttention<B> {
         let [b, n, c] = x.dims();
         let h = self.num_heads;
         // [B, N, 3C] viewed as [B, N, 3, heads, head_dim], as the reference splits it.
-        let qkv = self
-            .qkv
-            .forward(x)
+        let qkv = autocast::linear(&self.qkv, x)
             .reshape([b, n, 3, h, c / h])
             .permute([2, 0, 3, 1, 4]);
         let part = |i: usize| {
@@ -43,7 +41,7 @@ impl<B: Backend> FusedAttention<B> {
                 .reshape([b, h, n, c / h])
         };
         let out = scaled_dot_product(part(0), part(1), part(2), None);
-        self.proj.forward(merge_heads(out))
+        autocast::linear(&self.proj, merge_heads(out))
     }
 }
 
@@ -80,10 +78,12 @@ impl CrossAttentionConfig {
 impl<B: Backend> CrossAttention<B> {
     pub fn forward(&self, query: Tensor<B, 3>, key_value: Tensor<B, 3>) -> Tensor<B, 3> {
         let h = self.num_heads;
-        let q = split_heads(self.q_proj.forward(query), h);
-        let k = split_heads(self.k_proj.forward(key_value.clone()), h);
-        let v = split_heads(self.v_proj.forward(key_value), h);
-        self.proj
-            .forward(merge_heads(scaled_dot_product(q, k, v, None)))
+        let q = split_heads(autocast::linear(&self.q_proj, query), h);
+        let k = split_heads(autocast::linear(&self.k_proj, key_value.clone()), h);
+        let v = split_heads(autocast::linear(&self.v_proj, key_value), h);
+        autocast::linear(
+            &self.proj,
+            merge_heads(scaled_dot_product(q, k, v, None)),
+        )
     }
 }

@@ -2,6 +2,8 @@ use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::gelu;
 
+use super::autocast;
+
 /// Linear -> GELU (erf) -> Linear, timm's `Mlp` (`fc1`, `fc2`).
 #[derive(Config, Debug)]
 pub struct MlpConfig {
@@ -27,6 +29,6 @@ impl MlpConfig {
 
 impl<B: Backend> Mlp<B> {
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        self.fc2.forward(gelu(self.fc1.forward(x)))
+        autocast::linear(&self.fc2, gelu(autocast::linear(&self.fc1, x)))
     }
 }

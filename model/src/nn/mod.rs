@@ -1,6 +1,7 @@
 //! Building blocks shared by the image encoder, the text encoder and the heads.
 
 mod attention;
+pub mod autocast;
 mod batch_norm;
 mod block;
 mod collective;
@@ -37,12 +38,12 @@ pub(crate) fn scaled_dot_product<B: Backend>(
     key_padding: Option<Tensor<B, 2, Bool>>,
 ) -> Tensor<B, 4> {
     let head_dim = q.dims()[3];
-    let mut scores = q.matmul(k.swap_dims(2, 3)) * (head_dim as f64).powf(-0.5);
+    let mut scores = autocast::matmul(q, k.swap_dims(2, 3)) * (head_dim as f64).powf(-0.5);
     if let Some(pad) = key_padding {
         let [b, s] = pad.dims();
         let pad = pad.reshape([b, 1, 1, s]).expand(scores.dims());
         // HuggingFace adds finfo(float32).min; any value that underflows exp() behaves alike.
         scores = scores.mask_fill(pad, -1.0e9);
     }
-    burn::tensor::activation::softmax(scores, 3).matmul(v)
+    autocast::matmul(burn::tensor::activation::softmax(scores, 3), v)
 }

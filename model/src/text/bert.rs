@@ -6,7 +6,7 @@ use burn::prelude::*;
 use burn::tensor::activation::gelu;
 
 use crate::config::TextConfig;
-use crate::nn::{merge_heads, scaled_dot_product, split_heads};
+use crate::nn::{autocast, merge_heads, scaled_dot_product, split_heads};
 
 #[derive(Module, Debug)]
 pub struct BertEmbeddings<B: Backend> {
@@ -117,7 +117,7 @@ impl TextConfig {
 impl<B: Backend> BertResidualOutput<B> {
     fn forward(&self, hidden: Tensor<B, 3>, residual: Tensor<B, 3>) -> Tensor<B, 3> {
         self.layer_norm
-            .forward(self.dense.forward(hidden) + residual)
+            .forward(autocast::linear(&self.dense, hidden) + residual)
     }
 }
 
@@ -125,12 +125,12 @@ impl<B: Backend> BertLayer<B> {
     fn forward(&self, x: Tensor<B, 3>, padding: Tensor<B, 2, Bool>) -> Tensor<B, 3> {
         let a = &self.attention.self_attn;
         let h = a.num_heads;
-        let q = split_heads(a.query.forward(x.clone()), h);
-        let k = split_heads(a.key.forward(x.clone()), h);
-        let v = split_heads(a.value.forward(x.clone()), h);
+        let q = split_heads(autocast::linear(&a.query, x.clone()), h);
+        let k = split_heads(autocast::linear(&a.key, x.clone()), h);
+        let v = split_heads(autocast::linear(&a.value, x.clone()), h);
         let context = merge_heads(scaled_dot_product(q, k, v, Some(padding)));
         let x = self.attention.output.forward(context, x);
-        let inner = gelu(self.intermediate.dense.forward(x.clone()));
+        let inner = gelu(autocast::linear(&self.intermediate.dense, x.clone()));
         self.output.forward(inner, x)
     }
 }

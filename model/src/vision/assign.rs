@@ -3,6 +3,8 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use burn::tensor::Distribution;
 
+use crate::nn::autocast;
+
 /// GroupViT's `AssignAttention` (1 head, qkv bias, `hard=True`, `gumbel=True`, assign_eps 1):
 /// every patch picks one group; the softmax runs over the GROUP axis.
 #[derive(Config, Debug)]
@@ -58,10 +60,10 @@ impl<B: Backend> AssignAttention<B> {
     ) -> (Tensor<B, 3>, Assignment<B>) {
         let [b, g, c] = groups.dims();
         let n = x.dims()[1];
-        let q = self.q_proj.forward(groups);
-        let k = self.k_proj.forward(x.clone());
-        let v = self.v_proj.forward(x);
-        let logits = q.clone().matmul(k.clone().swap_dims(1, 2)) * (c as f64).powf(-0.5); // [B, G, N]
+        let q = autocast::linear(&self.q_proj, groups);
+        let k = autocast::linear(&self.k_proj, x.clone());
+        let v = autocast::linear(&self.v_proj, x);
+        let logits = autocast::matmul(q.clone(), k.clone().swap_dims(1, 2)) * (c as f64).powf(-0.5); // [B, G, N]
 
         let soft = softmax(logits.clone(), 1);
         let choice = if training && self.gumbel {
@@ -85,7 +87,7 @@ impl<B: Backend> AssignAttention<B> {
         let hard = one_hot - choice.clone().detach() + choice;
 
         let weights = hard.clone() / (hard.clone().sum_dim(2) + 1.0);
-        let out = self.proj.forward(weights.matmul(v));
+        let out = autocast::linear(&self.proj, autocast::matmul(weights, v));
         let assignment = Assignment {
             soft: soft.reshape([b, 1, g, n]),
             hard: hard.reshape([b, 1, g, n]),

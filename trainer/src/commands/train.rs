@@ -14,7 +14,7 @@ use crate::backend::DeviceKind;
 use crate::eval::datasets::{Dataset, Layout};
 use crate::eval::run::{evaluate, EvalOptions};
 use crate::model_io::{load_model, load_tokenizer, read_config};
-use crate::train::config::TrainConfig;
+use crate::train::config::{Autocast, TrainConfig};
 use crate::train::run::{train, RunOptions};
 use crate::train::source::LoaderSource;
 use ovseg_trainer::data::{DataConfig, EntityIndex, Loader, Source, Stage};
@@ -69,6 +69,10 @@ pub struct Args {
     accumulation: Option<usize>,
     #[arg(long)]
     max_steps: Option<usize>,
+    /// Mixed precision: matrix products in bf16, parameters and optimizer in f32 (for CUDA; the
+    /// CPU backend computes half precision slowly).
+    #[arg(long, value_enum)]
+    autocast: Option<Autocast>,
     #[arg(long)]
     seed: Option<u64>,
     #[arg(long)]
@@ -167,6 +171,9 @@ fn recipe(args: &Args) -> Result<TrainConfig> {
         workers,
         checkpoint_every
     );
+    if args.autocast.is_some() {
+        config.autocast = args.autocast;
+    }
     if args.max_steps.is_some() {
         config.max_steps = args.max_steps;
     }

@@ -65,6 +65,7 @@ pub fn measure<B: Backend>(
         momentum: stage_two.then_some(0.99),
         seed: 0,
         frozen_text_cache_mb: stage_two.then_some(1024),
+        autocast: None,
     };
     let tokenizer = Arc::new(TextTokenizer::bert_base_uncased());
     let mut replica = Replica::new(model, tokenizer, device, None, settings);

@@ -9,9 +9,10 @@ use burn::collective::{all_reduce, ReduceOperation};
 use burn::module::{AutodiffModule, Module};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
-use burn::tensor::TensorPrimitive;
+use burn::tensor::{FloatDType, TensorPrimitive};
 use ovseg_model::losses::{CrossPair, GatherAll, LocalGather, LossOptions, TextInput, TrainBatch};
 use ovseg_model::text::TextTokenizer;
+use ovseg_model::nn::autocast;
 use ovseg_model::OvSegmentor;
 
 use super::collective::{all_reduce_gradients, CollectiveGather};
@@ -75,6 +76,8 @@ pub struct ReplicaSettings {
     /// The text encoder is frozen (stage 2, or stage 1 with `freeze_text_encoder`): its outputs
     /// are cached per text, in at most this many MB of device memory.
     pub frozen_text_cache_mb: Option<usize>,
+    /// Mixed precision of the forward (`ovseg_model::nn::autocast`); `None`: all f32.
+    pub autocast: Option<FloatDType>,
 }
 
 pub struct Replica<B: Backend> {
@@ -141,23 +144,24 @@ impl<B: Backend> Replica<B> {
         let mut sums = [0.0f64; 4];
         let scale = 1.0 / micro.len() as f64;
         for batch in micro {
-            let batch = self.tensors(batch)?;
-            let local = LocalGather;
-            let gather: &dyn GatherAll<Autodiff<B>> = match &self.gather {
-                Some(g) => g,
-                None => &local,
-            };
-            let losses = match model.losses(
-                &batch,
-                &LossOptions {
+            let losses = autocast::scope(self.settings.autocast, || -> Result<_> {
+                let batch = self.tensors(batch)?;
+                let local = LocalGather;
+                let gather: &dyn GatherAll<Autodiff<B>> = match &self.gather {
+                    Some(g) => g,
+                    None => &local,
+                };
+                let options = LossOptions {
                     training: true,
                     gather,
-                },
-            ) {
+                };
+                Ok(model.losses(&batch, &options)?)
+            });
+            let losses = match losses {
                 Ok(l) => l,
                 Err(e) => {
                     self.model = Some(model);
-                    return Err(e.into());
+                    return Err(e);
                 }
             };
             let mask = losses

@@ -192,6 +192,7 @@ pub fn train<B: Backend>(
         momentum: config.stage_two().then_some(config.momentum),
         seed: state.seed,
         frozen_text_cache_mb: config.text_frozen().then_some(config.text_cache_mb),
+        autocast: config.autocast.map(|a| a.dtype()),
     };
     let model_bytes = Arc::new(model_bytes);
     let optimizer_bytes = Arc::new(optimizer_bytes);

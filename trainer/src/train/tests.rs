@@ -449,3 +449,53 @@ fn a_frozen_text_encoder_never_moves_and_its_cache_changes_no_loss() {
     std::fs::remove_dir_all(&cached).ok();
     std::fs::remove_dir_all(&uncached).ok();
 }
+
+/// One step with autocast in `dtype` next to the f32 step: the largest relative difference of
+/// the logged losses and gradient norm, and how far the weights ended from the f32 run's, as a
+/// fraction of the f32 update.
+fn autocast_step_against_f32(autocast: super::config::Autocast) -> (f64, f64) {
+    // One step: after it, AdamW's first update (about lr * sign(gradient)) turns the rounding of
+    // near-zero gradients into full steps, so later losses are not a measure of precision.
+    let initial = initial_model(false);
+    let full = scratch(&format!("autocast-f32-{autocast:?}"));
+    let half = scratch(&format!("autocast-{autocast:?}"));
+    run(&full, train_config(1, 4, 1), 1, 4, initial.clone(), false);
+    let mut config = train_config(1, 4, 1);
+    config.autocast = Some(autocast);
+    run(&half, config, 1, 4, initial.clone(), false);
+    let (a, b) = (&read_metrics(&full)[0], &read_metrics(&half)[0]);
+    let mut worst = 0.0f64;
+    for key in ["matching", "entity", "total", "grad_norm"] {
+        let (x, y) = (a[key].as_f64().unwrap(), b[key].as_f64().unwrap());
+        println!("{autocast:?} {key}: f32 {x}, autocast {y}");
+        worst = worst.max((x - y).abs() / x.abs());
+    }
+    // The saved weights read back as f32 (`collect` reads f32 values).
+    let start = collect(
+        &model_from_bytes::<Flex>(initial, "initial", &Default::default())
+            .unwrap()
+            .0,
+    );
+    let start: Vec<f32> = start.into_iter().flatten().collect();
+    let (wf, wh) = (weights(&full.join("model.mpk")), weights(&half.join("model.mpk")));
+    let (mut diff, mut update) = (0.0f64, 0.0f64);
+    for ((s, f), h) in start.iter().zip(&wf).zip(&wh) {
+        diff += ((f - h) as f64).powi(2);
+        update += ((f - s) as f64).powi(2);
+    }
+    std::fs::remove_dir_all(&full).ok();
+    std::fs::remove_dir_all(&half).ok();
+    (worst, (diff / update).sqrt())
+}
+
+#[test]
+fn an_autocast_step_follows_the_f32_step_and_keeps_f32_parameters() {
+    use super::config::Autocast;
+    // Measured on random initial models: bf16 moves the losses by up to 10 % (these models'
+    // logits are near ties that rounding reorders; Flex's CPU products also round coarser than
+    // a GPU's f32 accumulation) and the gradient norm by a few percent, yet the weights end
+    // 0.014-0.020 of the update away from the f32 run's.
+    let (bf16_values, bf16_weights) = autocast_step_against_f32(Autocast::Bf16);
+    assert!(bf16_values > 0.0, "the products really ran in bf16");
+    assert!(bf16_weights < 0.05, "bf16: weights {bf16_weights} of the update from f32's");
+}
