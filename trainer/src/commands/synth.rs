@@ -43,6 +43,10 @@ pub struct Args {
     /// what an object is and the shape decides).
     #[arg(long, default_value_t = 0.0)]
     typical_colours: f64,
+    /// Objects of the first N kinds only (1-10; the class lists shrink to match): a smaller
+    /// world that a short training run can learn.
+    #[arg(long, default_value_t = 10)]
+    kinds: usize,
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -114,6 +118,7 @@ fn generate(
     let style = synth::Style {
         detail: args.detail,
         typical_colours: args.typical_colours,
+        kinds: args.kinds,
     };
     (0..n)
         .into_par_iter()
@@ -169,6 +174,9 @@ pub fn run(args: Args) -> Result<()> {
             args.typical_colours
         );
     }
+    if !(1..=Kind::ALL.len()).contains(&args.kinds) {
+        bail!("--kinds {} must be between 1 and {}", args.kinds, Kind::ALL.len());
+    }
     if args.train == 0 && args.val == 0 {
         bail!("nothing to generate: --train and --val are both 0");
     }
@@ -180,7 +188,7 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     let out = &args.out;
-    let params = json!({
+    let mut params = json!({
         "generator": GENERATOR_VERSION,
         "seed": args.seed,
         "size": args.size,
@@ -191,6 +199,10 @@ pub fn run(args: Args) -> Result<()> {
         "detail": args.detail,
         "typical_colours": args.typical_colours,
     });
+    // Absent for the full world, so worlds made before the option are still recognised.
+    if args.kinds < Kind::ALL.len() {
+        params["kinds"] = args.kinds.into();
+    }
     if is_complete(out, &params, &args) {
         println!(
             "{} already holds this world ({} train pairs, {} val pictures, seed {}); reusing it",
@@ -245,8 +257,8 @@ pub fn run(args: Args) -> Result<()> {
     meta_file(&val.join("meta.jsonl"), &val_made, "JPEGImages")?;
     let ids: String = val_made.iter().map(|m| format!("{}\n", m.id)).collect();
     write(&split_dir.join("val.txt"), ids.as_bytes())?;
-    let eval_classes = synth::class_names(false);
-    let caption_classes = synth::class_names(true);
+    let eval_classes = synth::class_names(false, args.kinds);
+    let caption_classes = synth::class_names(true, args.kinds);
     write(
         &val.join("classes.txt"),
         format!("{}\n", eval_classes.join("\n")).as_bytes(),
@@ -303,7 +315,7 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 fn readme(args: &Args) -> String {
-    let kinds: Vec<String> = Kind::ALL
+    let kinds: Vec<String> = Kind::ALL[..args.kinds]
         .iter()
         .map(|k| {
             let words = k.caption_words().join("/");
@@ -326,9 +338,9 @@ fn readme(args: &Args) -> String {
         .collect();
     format!(
         "A synthetic world for OVSegmentor, made by `ovseg synth --train {train} --val {val} --size {size} --seed {seed}
---detail {detail} --typical-colours {typical}` (generator version {GENERATOR_VERSION}).
+--detail {detail} --typical-colours {typical} --kinds {count}` (generator version {GENERATOR_VERSION}).
 
-Pictures: {size}x{size} JPEG, 1-4 objects of ten kinds with varied colours, patterns (stripes,
+Pictures: {size}x{size} JPEG, 1-4 objects of {count} kinds with varied colours, patterns (stripes,
 dots, checks; with --typical-colours, each kind mostly in its two typical colours), sizes
 (15-55% of the side), positions, tilts and mirror images, overlapping
 (the ground truth is the object on top; every object keeps at least 40% of its pixels visible),
@@ -365,6 +377,7 @@ Evaluate:
         seed = args.seed,
         detail = args.detail,
         typical = args.typical_colours,
+        count = args.kinds,
         kinds = kinds.join("\n"),
     )
 }

@@ -63,6 +63,8 @@ pub struct Style {
     /// How often an object takes one of its kind's [`Kind::typical_colours`]; 0 draws every
     /// colour uniformly (the world of generator version 1).
     pub typical_colours: f64,
+    /// Objects are of the first `kinds` of [`Kind::ALL`] only (all ten: the full world).
+    pub kinds: usize,
 }
 
 impl Default for Style {
@@ -70,6 +72,7 @@ impl Default for Style {
         Self {
             detail: 1.0,
             typical_colours: 0.0,
+            kinds: Kind::ALL.len(),
         }
     }
 }
@@ -78,7 +81,12 @@ impl Default for Style {
 pub fn sample(seed: u64, split: Split, index: usize, size: usize, style: Style) -> Sample {
     let stream = splitmix(splitmix(seed) ^ splitmix(split as u64 + 1) ^ index as u64);
     let mut rng = ChaCha8Rng::seed_from_u64(stream);
-    let scene = Scene::random(&mut rng, size, style.typical_colours);
+    let scene = Scene::random(
+        &mut rng,
+        size,
+        style.typical_colours,
+        &Kind::ALL[..style.kinds],
+    );
     let caption = captions::caption(&mut rng, &scene, style.detail);
     let rendered = scene.render();
     let mut kinds: Vec<Kind> = scene.objects.iter().map(|o| o.kind).collect();
@@ -94,12 +102,12 @@ pub fn sample(seed: u64, split: Split, index: usize, size: usize, style: Style) 
     }
 }
 
-/// Evaluation class list, background first: names in the order of the label values. With
-/// `caption_names` the entity classes the captions use; without, the list where several kinds
-/// go by a synonym no caption contains.
-pub fn class_names(caption_names: bool) -> Vec<String> {
+/// Evaluation class list of a world of the first `kinds` kinds, background first: names in the
+/// order of the label values. With `caption_names` the entity classes the captions use;
+/// without, the list where several kinds go by a synonym no caption contains.
+pub fn class_names(caption_names: bool, kinds: usize) -> Vec<String> {
     std::iter::once("background")
-        .chain(Kind::ALL.iter().map(|k| {
+        .chain(Kind::ALL[..kinds].iter().map(|k| {
             if caption_names {
                 k.entity()
             } else {
@@ -167,8 +175,10 @@ mod tests {
             let style = Style {
                 detail: if index % 2 == 0 { 1.0 } else { 0.3 },
                 typical_colours: if index % 3 == 0 { 0.0 } else { 0.9 },
+                kinds: if index % 5 == 0 { 3 } else { Kind::ALL.len() },
             };
             let s = sample(7, Split::Train, index, 96, style);
+            assert!(style.kinds == Kind::ALL.len() || s.kinds.iter().all(|k| k.label() <= 3));
             let mut found = vocab.extract(&s.caption).classes;
             found.sort();
             let mut expected: Vec<String> =

@@ -191,22 +191,23 @@ pub struct Rendered {
 impl Scene {
     /// A random scene whose every object keeps at least 40% of its pixels visible and is big
     /// enough to see, so every object a caption names is really in the picture.
-    pub fn random(rng: &mut impl Rng, size: usize, typical_colours: f64) -> Self {
+    /// Objects are of `kinds` only.
+    pub fn random(rng: &mut impl Rng, size: usize, typical_colours: f64, kinds: &[Kind]) -> Self {
         let backdrop = Backdrop::random(rng);
         let min_pixels = (size * size) / 150;
         loop {
             let count = *[1, 1, 2, 2, 2, 3, 3, 4].choose(rng).expect("counts");
-            let mut kinds: Vec<Kind> = Vec::with_capacity(count);
+            let mut drawn: Vec<Kind> = Vec::with_capacity(count);
             for _ in 0..count {
-                let repeat = !kinds.is_empty() && rng.random_bool(0.25);
+                let repeat = !drawn.is_empty() && rng.random_bool(0.25);
                 let kind = if repeat {
-                    *kinds.choose(rng).expect("non-empty")
+                    *drawn.choose(rng).expect("non-empty")
                 } else {
-                    *Kind::ALL.choose(rng).expect("kinds")
+                    *kinds.choose(rng).expect("kinds")
                 };
-                kinds.push(kind);
+                drawn.push(kind);
             }
-            let objects = kinds
+            let objects = drawn
                 .into_iter()
                 .map(|k| Object::random(rng, k, size, count, typical_colours))
                 .collect();
@@ -296,7 +297,7 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(11);
         let (mut usual, mut all) = (0, 0);
         for _ in 0..300 {
-            for o in Scene::random(&mut rng, 96, typical).objects {
+            for o in Scene::random(&mut rng, 96, typical, &Kind::ALL).objects {
                 all += 1;
                 usual += o.kind.typical_colours().contains(&o.colour) as usize;
             }
