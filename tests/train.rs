@@ -379,8 +379,16 @@ fn two_machines_train_as_two_devices_of_one_machine() {
     let recipe = recipe(&dir, 1, 3);
     let common = |out: &Path| -> Vec<String> {
         [
-            "train", "--quiet", "--out", s(out), "--recipe", s(&recipe), "--data", s(&meta),
-            "--model", s(&model),
+            "train",
+            "--quiet",
+            "--out",
+            s(out),
+            "--recipe",
+            s(&recipe),
+            "--data",
+            s(&meta),
+            "--model",
+            s(&model),
         ]
         .map(String::from)
         .to_vec()
@@ -405,9 +413,18 @@ fn two_machines_train_as_two_devices_of_one_machine() {
             let port = ports[1 + rank].to_string();
             args.extend(
                 [
-                    "--devices", "1", "--nodes", "2", "--node-rank", &rank.to_string(),
-                    "--orchestrator", &format!("ws://127.0.0.1:{}", ports[0]),
-                    "--node-address", &format!("ws://127.0.0.1:{port}"), "--data-port", &port,
+                    "--devices",
+                    "1",
+                    "--nodes",
+                    "2",
+                    "--node-rank",
+                    &rank.to_string(),
+                    "--orchestrator",
+                    &format!("ws://127.0.0.1:{}", ports[0]),
+                    "--node-address",
+                    &format!("ws://127.0.0.1:{port}"),
+                    "--data-port",
+                    &port,
                 ]
                 .map(String::from),
             );
@@ -432,7 +449,10 @@ fn two_machines_train_as_two_devices_of_one_machine() {
             }
             if began.elapsed() > Duration::from_secs(600) {
                 child.kill().ok();
-                panic!("{} did not finish in 10 minutes (a stalled all-reduce)", out.display());
+                panic!(
+                    "{} did not finish in 10 minutes (a stalled all-reduce)",
+                    out.display()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -462,8 +482,16 @@ fn two_machines_train_as_two_devices_of_one_machine() {
         let got = parameters(&out.join("model.mpk"));
         assert_eq!(got.len(), weights.len());
         for (i, (a, b)) in weights.iter().zip(&got).enumerate() {
-            let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
-            assert!(diff <= 1e-5, "{}: parameter {i} differs by {diff}", out.display());
+            let diff = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f32::max);
+            assert!(
+                diff <= 1e-5,
+                "{}: parameter {i} differs by {diff}",
+                out.display()
+            );
         }
     }
     std::fs::remove_dir_all(&dir).ok();

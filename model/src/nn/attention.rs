@@ -81,9 +81,6 @@ impl<B: Backend> CrossAttention<B> {
         let q = split_heads(autocast::linear(&self.q_proj, query), h);
         let k = split_heads(autocast::linear(&self.k_proj, key_value.clone()), h);
         let v = split_heads(autocast::linear(&self.v_proj, key_value), h);
-        autocast::linear(
-            &self.proj,
-            merge_heads(scaled_dot_product(q, k, v, None)),
-        )
+        autocast::linear(&self.proj, merge_heads(scaled_dot_product(q, k, v, None)))
     }
 }

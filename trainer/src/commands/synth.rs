@@ -175,7 +175,11 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     if !(1..=Kind::ALL.len()).contains(&args.kinds) {
-        bail!("--kinds {} must be between 1 and {}", args.kinds, Kind::ALL.len());
+        bail!(
+            "--kinds {} must be between 1 and {}",
+            args.kinds,
+            Kind::ALL.len()
+        );
     }
     if args.train == 0 && args.val == 0 {
         bail!("nothing to generate: --train and --val are both 0");

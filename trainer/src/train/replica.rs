@@ -11,8 +11,8 @@ use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::{FloatDType, TensorPrimitive};
 use ovseg_model::losses::{CrossPair, GatherAll, LocalGather, LossOptions, TextInput, TrainBatch};
-use ovseg_model::text::TextTokenizer;
 use ovseg_model::nn::autocast;
+use ovseg_model::text::TextTokenizer;
 use ovseg_model::OvSegmentor;
 
 use super::collective::{all_reduce_gradients, CollectiveGather};

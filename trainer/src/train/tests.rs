@@ -477,7 +477,10 @@ fn autocast_step_against_f32(autocast: super::config::Autocast) -> (f64, f64) {
             .0,
     );
     let start: Vec<f32> = start.into_iter().flatten().collect();
-    let (wf, wh) = (weights(&full.join("model.mpk")), weights(&half.join("model.mpk")));
+    let (wf, wh) = (
+        weights(&full.join("model.mpk")),
+        weights(&half.join("model.mpk")),
+    );
     let (mut diff, mut update) = (0.0f64, 0.0f64);
     for ((s, f), h) in start.iter().zip(&wf).zip(&wh) {
         diff += ((f - h) as f64).powi(2);
@@ -497,5 +500,8 @@ fn an_autocast_step_follows_the_f32_step_and_keeps_f32_parameters() {
     // 0.014-0.020 of the update away from the f32 run's.
     let (bf16_values, bf16_weights) = autocast_step_against_f32(Autocast::Bf16);
     assert!(bf16_values > 0.0, "the products really ran in bf16");
-    assert!(bf16_weights < 0.05, "bf16: weights {bf16_weights} of the update from f32's");
+    assert!(
+        bf16_weights < 0.05,
+        "bf16: weights {bf16_weights} of the update from f32's"
+    );
 }
