@@ -47,6 +47,9 @@ pub struct Args {
     /// world that a short training run can learn.
     #[arg(long, default_value_t = 10)]
     kinds: usize,
+    /// Objects this many times their usual size (0.5-2; 1: 15-55% of the side, at most 90%).
+    #[arg(long, default_value_t = 1.0)]
+    object_scale: f32,
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -119,6 +122,7 @@ fn generate(
         detail: args.detail,
         typical_colours: args.typical_colours,
         kinds: args.kinds,
+        object_scale: args.object_scale,
     };
     (0..n)
         .into_par_iter()
@@ -181,6 +185,12 @@ pub fn run(args: Args) -> Result<()> {
             Kind::ALL.len()
         );
     }
+    if !(0.5..=2.0).contains(&args.object_scale) {
+        bail!(
+            "--object-scale {} must be between 0.5 and 2",
+            args.object_scale
+        );
+    }
     if args.train == 0 && args.val == 0 {
         bail!("nothing to generate: --train and --val are both 0");
     }
@@ -206,6 +216,9 @@ pub fn run(args: Args) -> Result<()> {
     // Absent for the full world, so worlds made before the option are still recognised.
     if args.kinds < Kind::ALL.len() {
         params["kinds"] = args.kinds.into();
+    }
+    if args.object_scale != 1.0 {
+        params["object_scale"] = args.object_scale.into();
     }
     if is_complete(out, &params, &args) {
         println!(

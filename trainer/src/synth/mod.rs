@@ -65,6 +65,8 @@ pub struct Style {
     pub typical_colours: f64,
     /// Objects are of the first `kinds` of [`Kind::ALL`] only (all ten: the full world).
     pub kinds: usize,
+    /// Objects are this many times their usual size (1: the usual 15-55 % of the side).
+    pub object_scale: f32,
 }
 
 impl Default for Style {
@@ -73,6 +75,7 @@ impl Default for Style {
             detail: 1.0,
             typical_colours: 0.0,
             kinds: Kind::ALL.len(),
+            object_scale: 1.0,
         }
     }
 }
@@ -86,6 +89,7 @@ pub fn sample(seed: u64, split: Split, index: usize, size: usize, style: Style) 
         size,
         style.typical_colours,
         &Kind::ALL[..style.kinds],
+        style.object_scale,
     );
     let caption = captions::caption(&mut rng, &scene, style.detail);
     let rendered = scene.render();
@@ -176,6 +180,7 @@ mod tests {
                 detail: if index % 2 == 0 { 1.0 } else { 0.3 },
                 typical_colours: if index % 3 == 0 { 0.0 } else { 0.9 },
                 kinds: if index % 5 == 0 { 3 } else { Kind::ALL.len() },
+                object_scale: if index % 7 == 0 { 1.6 } else { 1.0 },
             };
             let s = sample(7, Split::Train, index, 96, style);
             assert!(style.kinds == Kind::ALL.len() || s.kinds.iter().all(|k| k.label() <= 3));

@@ -55,15 +55,24 @@ fn jitter(rng: &mut impl Rng, c: [f32; 3], amount: f32) -> [f32; 3] {
 impl Object {
     /// `typical`: the probability that the object takes one of its kind's typical colours
     /// rather than any colour.
-    fn random(rng: &mut impl Rng, kind: Kind, size: usize, count: usize, typical: f64) -> Self {
+    fn random(
+        rng: &mut impl Rng,
+        kind: Kind,
+        size: usize,
+        count: usize,
+        typical: f64,
+        object_scale: f32,
+    ) -> Self {
         let s = size as f32;
-        // The object's extent (twice `scale`) is 15-55% of the side, smaller when crowded.
+        // The object's extent (twice `scale`) is 15-55% of the side, smaller when crowded,
+        // times `object_scale` (at most 90%).
         let (lo, hi) = match count {
             1 => (0.3, 0.55),
             2 => (0.22, 0.45),
             _ => (0.15, 0.38),
         };
-        let scale = s * rng.random_range(lo..hi) / 2.0;
+        let extent: f32 = rng.random_range(lo..hi);
+        let scale = s * (extent * object_scale).min(0.9) / 2.0;
         // Most of the object stays inside the picture.
         let margin = scale * 0.6;
         let cx = rng.random_range(margin..(s - margin));
@@ -192,7 +201,14 @@ impl Scene {
     /// A random scene whose every object keeps at least 40% of its pixels visible and is big
     /// enough to see, so every object a caption names is really in the picture.
     /// Objects are of `kinds` only.
-    pub fn random(rng: &mut impl Rng, size: usize, typical_colours: f64, kinds: &[Kind]) -> Self {
+    /// Objects are `object_scale` times their usual size.
+    pub fn random(
+        rng: &mut impl Rng,
+        size: usize,
+        typical_colours: f64,
+        kinds: &[Kind],
+        object_scale: f32,
+    ) -> Self {
         let backdrop = Backdrop::random(rng);
         let min_pixels = (size * size) / 150;
         loop {
@@ -209,7 +225,7 @@ impl Scene {
             }
             let objects = drawn
                 .into_iter()
-                .map(|k| Object::random(rng, k, size, count, typical_colours))
+                .map(|k| Object::random(rng, k, size, count, typical_colours, object_scale))
                 .collect();
             let scene = Scene {
                 size,
@@ -297,7 +313,7 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(11);
         let (mut usual, mut all) = (0, 0);
         for _ in 0..300 {
-            for o in Scene::random(&mut rng, 96, typical, &Kind::ALL).objects {
+            for o in Scene::random(&mut rng, 96, typical, &Kind::ALL, 1.0).objects {
                 all += 1;
                 usual += o.kind.typical_colours().contains(&o.colour) as usize;
             }
