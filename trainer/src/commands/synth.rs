@@ -355,11 +355,11 @@ fn readme(args: &Args) -> String {
         .collect();
     format!(
         "A synthetic world for OVSegmentor, made by `ovseg synth --train {train} --val {val} --size {size} --seed {seed}
---detail {detail} --typical-colours {typical} --kinds {count}` (generator version {GENERATOR_VERSION}).
+--detail {detail} --typical-colours {typical} --kinds {count} --object-scale {object_scale}` (generator version {GENERATOR_VERSION}).
 
 Pictures: {size}x{size} JPEG, 1-4 objects of {count} kinds with varied colours, patterns (stripes,
 dots, checks; with --typical-colours, each kind mostly in its two typical colours), sizes
-(15-55% of the side), positions, tilts and mirror images, overlapping
+(15-55% of the side, times --object-scale), positions, tilts and mirror images, overlapping
 (the ground truth is the object on top; every object keeps at least 40% of its pixels visible),
 on textured backgrounds: sky, sunset, grass, water, sand, snow, brick or painted walls, wooden
 or tiled floors. Backgrounds are label 0.
@@ -395,6 +395,7 @@ Evaluate:
         detail = args.detail,
         typical = args.typical_colours,
         count = args.kinds,
+        object_scale = args.object_scale,
         kinds = kinds.join("\n"),
     )
 }
