@@ -67,7 +67,9 @@ impl CommunicationChannel for WsClientChannel {
                 Err(err) => Err(WsClientError::Tungstenite(err)),
                 msg => Err(WsClientError::UnknownMessage(format!("{msg:?}"))),
             },
-            None => todo!(),
+            // ovseg patch: a stream that ends (a peer gone without a close frame) is closed,
+            // as a close frame is; it was a `todo!()` panic.
+            None => Ok(None),
         }
     }
 

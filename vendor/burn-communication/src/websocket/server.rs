@@ -100,7 +100,9 @@ impl CommunicationChannel for WsServerChannel {
                 Err(err) => Err(WsServerError::Axum(err)),
                 msg => Err(WsServerError::UnknownMessage(format!("{msg:?}"))),
             },
-            None => todo!(),
+            // ovseg patch: a stream that ends (a peer gone without a close frame) is closed,
+            // as a close frame is; it was a `todo!()` panic.
+            None => Ok(None),
         }
     }
 

@@ -180,7 +180,10 @@ where
         _root: PeerId,
         _op: ReduceOperation,
     ) -> Result<Option<B::FloatTensorPrimitive>, GlobalCollectiveError> {
-        unimplemented!("Global reduce unimplemented");
+        // ovseg patch: an error, not an `unimplemented!()` panic (ovseg only all-reduces).
+        Err(GlobalCollectiveError::Server(
+            "burn-collective 0.21.0 has no global reduce".into(),
+        ))
     }
 
     pub async fn broadcast(
@@ -188,7 +191,10 @@ where
         _tensor: Option<B::FloatTensorPrimitive>,
         _strategy: BroadcastStrategy,
     ) -> Result<B::FloatTensorPrimitive, GlobalCollectiveError> {
-        unimplemented!("Global broadcast unimplemented");
+        // ovseg patch: an error, not an `unimplemented!()` panic (ovseg only all-reduces).
+        Err(GlobalCollectiveError::Server(
+            "burn-collective 0.21.0 has no global broadcast".into(),
+        ))
     }
 
     pub async fn finish(&mut self) {
