@@ -87,6 +87,25 @@ fn recipe(dir: &Path, stage: u8, steps: usize) -> PathBuf {
     path
 }
 
+/// `ovseg train --quiet` on a dataset, a recipe and a model configuration, writing to `out`;
+/// callers add their own flags and run or spawn it.
+fn train_command(out: &Path, recipe: &Path, meta: &Path, model: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ovseg"));
+    command.args([
+        "train",
+        "--quiet",
+        "--out",
+        s(out),
+        "--recipe",
+        s(recipe),
+        "--data",
+        s(meta),
+        "--model",
+        s(model),
+    ]);
+    command
+}
+
 /// Every parameter's values (parameter ids differ between runs; values must not).
 fn parameters(model: &Path) -> Vec<Vec<f32>> {
     use burn::module::{Module, ModuleVisitor, Param};
@@ -195,33 +214,10 @@ fn a_killed_run_resumes_from_its_last_checkpoint_with_no_step_lost_or_repeated()
     let model = model_config(&dir);
     let recipe = recipe(&dir, 1, 16);
     let straight = dir.join("straight");
-    ok(&[
-        "train",
-        "--quiet",
-        "--out",
-        s(&straight),
-        "--recipe",
-        s(&recipe),
-        "--data",
-        s(&meta),
-        "--model",
-        s(&model),
-    ]);
+    ok_command(&mut train_command(&straight, &recipe, &meta, &model));
 
     let killed = dir.join("killed");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ovseg"))
-        .args([
-            "train",
-            "--quiet",
-            "--out",
-            s(&killed),
-            "--recipe",
-            s(&recipe),
-            "--data",
-            s(&meta),
-            "--model",
-            s(&model),
-        ])
+    let mut child = train_command(&killed, &recipe, &meta, &model)
         .spawn()
         .unwrap();
     let began = Instant::now();
@@ -377,26 +373,8 @@ fn two_machines_train_as_two_devices_of_one_machine() {
     let model = dir.join("model-no-gumbel.json");
     std::fs::write(&model, config.to_string()).unwrap();
     let recipe = recipe(&dir, 1, 3);
-    let common = |out: &Path| -> Vec<String> {
-        [
-            "train",
-            "--quiet",
-            "--out",
-            s(out),
-            "--recipe",
-            s(&recipe),
-            "--data",
-            s(&meta),
-            "--model",
-            s(&model),
-        ]
-        .map(String::from)
-        .to_vec()
-    };
     let local = dir.join("two-devices");
-    let mut args = common(&local);
-    args.extend(["--devices".into(), "2".into()]);
-    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    ok_command(train_command(&local, &recipe, &meta, &model).args(["--devices", "2"]));
 
     let ports = free_ports(3);
     let _orchestrator = Running(
@@ -406,44 +384,38 @@ fn two_machines_train_as_two_devices_of_one_machine() {
             .spawn()
             .unwrap(),
     );
-    let machines: Vec<(PathBuf, std::process::Child)> = (0..2)
+    let machines: Vec<(PathBuf, PathBuf, std::process::Child)> = (0..2)
         .map(|rank| {
             let out = dir.join(format!("machine-{rank}"));
-            let mut args = common(&out);
+            // A file, not a pipe: a machine blocked on a full pipe nobody reads yet would
+            // stall the other one in their all-reduce.
+            let log = dir.join(format!("machine-{rank}.log"));
             let port = ports[1 + rank].to_string();
-            args.extend(
-                [
+            let child = train_command(&out, &recipe, &meta, &model)
+                .args([
                     "--devices",
                     "1",
                     "--nodes",
                     "2",
                     "--node-rank",
                     &rank.to_string(),
-                    "--orchestrator",
-                    &format!("ws://127.0.0.1:{}", ports[0]),
-                    "--node-address",
-                    &format!("ws://127.0.0.1:{port}"),
-                    "--data-port",
-                    &port,
-                ]
-                .map(String::from),
-            );
-            let child = Command::new(env!("CARGO_BIN_EXE_ovseg"))
-                .args(&args)
+                ])
+                .args(["--orchestrator", &format!("ws://127.0.0.1:{}", ports[0])])
+                .args(["--node-address", &format!("ws://127.0.0.1:{port}")])
+                .args(["--data-port", &port])
                 .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
+                .stderr(std::fs::File::create(&log).unwrap())
                 .spawn()
                 .unwrap();
-            (out, child)
+            (out, log, child)
         })
         .collect();
     let began = Instant::now();
     let mut finished = Vec::new();
-    for (out, mut child) in machines {
+    for (out, log, mut child) in machines {
         loop {
             if let Some(status) = child.try_wait().unwrap() {
-                let mut stderr = String::new();
-                std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).ok();
+                let stderr = std::fs::read_to_string(&log).unwrap_or_default();
                 assert!(status.success(), "{}: {stderr}", out.display());
                 break;
             }

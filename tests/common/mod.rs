@@ -218,8 +218,14 @@ pub fn ovseg(args: &[&str]) -> std::process::Output {
 
 /// Runs `ovseg` and returns its standard output, failing the test with its stderr otherwise.
 pub fn ok(args: &[&str]) -> String {
-    let out = ovseg(args);
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ovseg"));
+    ok_command(command.args(args))
+}
+
+/// [`ok`] for a command built elsewhere (an `ovseg` invocation with its own settings).
+pub fn ok_command(command: &mut std::process::Command) -> String {
+    let out = command.output().expect("ovseg runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "ovseg {args:?} failed: {stderr}");
+    assert!(out.status.success(), "{command:?} failed: {stderr}");
     String::from_utf8_lossy(&out.stdout).to_string()
 }

@@ -74,6 +74,27 @@ mod bindings {
         Cpu(Pending<Flex>),
     }
 
+    /// Runs `$body` on the engine, whichever backend holds it, with `$queue` naming the
+    /// matching `QueuedLabels` variant (the WebGPU arm exists only in the full build).
+    macro_rules! on_engine {
+        ($backed:expr, |$e:ident, $queue:ident| $body:expr) => {
+            match $backed {
+                #[cfg(feature = "webgpu")]
+                Backed::Gpu($e) => {
+                    let $queue = QueuedLabels::Gpu;
+                    $body
+                }
+                Backed::Cpu($e) => {
+                    let $queue = QueuedLabels::Cpu;
+                    $body
+                }
+            }
+        };
+        ($backed:expr, |$e:ident| $body:expr) => {
+            on_engine!($backed, |$e, _queue| $body)
+        };
+    }
+
     /// The backends compiled into this build: the full build has WebGPU and the CPU, the
     /// CPU-only build (`web-cpu/`, a fraction of the size) only the CPU.
     const BACKENDS: &[&str] = if cfg!(feature = "webgpu") {
@@ -81,11 +102,6 @@ mod bindings {
     } else {
         &["cpu"]
     };
-
-    #[wasm_bindgen]
-    pub fn backends() -> Vec<String> {
-        BACKENDS.iter().map(|b| b.to_string()).collect()
-    }
 
     /// Loads a model file (`ovseg convert` output, or `ovseg export-web`'s image pack) on `backend`
     /// ("webgpu" or "cpu"). The caller checks that WebGPU has an adapter first.
@@ -147,21 +163,13 @@ mod bindings {
                 bg_thresh,
                 template,
             };
-            let queued = match &mut self.engine {
-                #[cfg(feature = "webgpu")]
-                Backed::Gpu(e) => {
-                    let p = e.start(rgba, width, height, &request).map_err(js_err)?;
-                    (p.names.clone(), p.encoded_text, QueuedLabels::Gpu(p))
-                }
-                Backed::Cpu(e) => {
-                    let p = e.start(rgba, width, height, &request).map_err(js_err)?;
-                    (p.names.clone(), p.encoded_text, QueuedLabels::Cpu(p))
-                }
-            };
-            Ok(Queued {
-                names: queued.0,
-                encoded_text: queued.1,
-                labels: queued.2,
+            on_engine!(&mut self.engine, |e, queue| {
+                let p = e.start(rgba, width, height, &request).map_err(js_err)?;
+                Ok(Queued {
+                    names: p.names.clone(),
+                    encoded_text: p.encoded_text,
+                    labels: queue(p),
+                })
             })
         }
 
@@ -173,31 +181,15 @@ mod bindings {
             width: usize,
             height: usize,
         ) -> Result<Queued, JsError> {
-            let (labels, groups) = match &self.engine {
-                #[cfg(feature = "webgpu")]
-                Backed::Gpu(e) => {
-                    let (t, g) = e.start_groups(rgba, width, height).map_err(js_err)?;
-                    (
-                        QueuedLabels::Gpu(Pending {
-                            labels: t,
-                            names: vec![],
-                            encoded_text: false,
-                        }),
-                        g,
-                    )
-                }
-                Backed::Cpu(e) => {
-                    let (t, g) = e.start_groups(rgba, width, height).map_err(js_err)?;
-                    (
-                        QueuedLabels::Cpu(Pending {
-                            labels: t,
-                            names: vec![],
-                            encoded_text: false,
-                        }),
-                        g,
-                    )
-                }
-            };
+            let (labels, groups) = on_engine!(&self.engine, |e, queue| {
+                let (labels, groups) = e.start_groups(rgba, width, height).map_err(js_err)?;
+                let pending = Pending {
+                    labels,
+                    names: vec![],
+                    encoded_text: false,
+                };
+                (queue(pending), groups)
+            });
             Ok(Queued {
                 labels,
                 names: (1..=groups).map(|g| format!("group {g}")).collect(),
@@ -212,11 +204,8 @@ mod bindings {
             template: &str,
             values: Vec<f32>,
         ) -> Result<(), JsError> {
-            match &mut self.engine {
-                #[cfg(feature = "webgpu")]
-                Backed::Gpu(e) => e.add_class_embeddings(labels, template, values),
-                Backed::Cpu(e) => e.add_class_embeddings(labels, template, values),
-            }
+            on_engine!(&mut self.engine, |e| e
+                .add_class_embeddings(labels, template, values))
             .map_err(js_err)
         }
 
@@ -227,39 +216,23 @@ mod bindings {
             tokenizer: Option<Vec<u8>>,
         ) -> Result<(), JsError> {
             let tokenizer = tokenizer.as_deref();
-            match &mut self.engine {
-                #[cfg(feature = "webgpu")]
-                Backed::Gpu(e) => e.add_text_weights(text_pack, tokenizer),
-                Backed::Cpu(e) => e.add_text_weights(text_pack, tokenizer),
-            }
+            on_engine!(&mut self.engine, |e| e
+                .add_text_weights(text_pack, tokenizer))
             .map_err(js_err)
         }
 
         /// Whether the text encoder is loaded (false for an image pack without its text part).
         pub fn has_text(&self) -> bool {
-            match &self.engine {
-                #[cfg(feature = "webgpu")]
-                Backed::Gpu(e) => e.has_text(),
-                Backed::Cpu(e) => e.has_text(),
-            }
+            on_engine!(&self.engine, |e| e.has_text())
         }
 
         /// Whether these words need the text weights first.
         pub fn needs_text(&self, labels: &str, template: &str) -> Result<bool, JsError> {
-            match &self.engine {
-                #[cfg(feature = "webgpu")]
-                Backed::Gpu(e) => e.needs_text(labels, template),
-                Backed::Cpu(e) => e.needs_text(labels, template),
-            }
-            .map_err(js_err)
+            on_engine!(&self.engine, |e| e.needs_text(labels, template)).map_err(js_err)
         }
 
         pub fn text_encoder_runs(&self) -> usize {
-            match &self.engine {
-                #[cfg(feature = "webgpu")]
-                Backed::Gpu(e) => e.text_encoder_runs(),
-                Backed::Cpu(e) => e.text_encoder_runs(),
-            }
+            on_engine!(&self.engine, |e| e.text_encoder_runs())
         }
     }
 
