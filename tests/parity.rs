@@ -192,6 +192,7 @@ fn train_batch<Bk: Backend>(inp: &Fixture, device: &Bk::Device) -> TrainBatch<Bk
             images: inp.float("cross_image", device),
             entity: pair("cross_entity"),
         }),
+        naming: None,
     }
 }
 

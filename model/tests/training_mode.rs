@@ -6,7 +6,7 @@ use burn::backend::{Autodiff, Flex, NdArray};
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use ovseg_model::losses::{CrossPair, LocalGather, LossOptions, TrainBatch};
+use ovseg_model::losses::{CrossPair, GroupNaming, LocalGather, LossOptions, TrainBatch};
 use ovseg_model::OvsegConfig;
 
 // NdArray has no bilinear-interpolation backward; Flex (the default CPU backend) has.
@@ -48,6 +48,7 @@ fn training_step_has_finite_losses_and_gradients_everywhere() {
             images: images(3),
             entity: tokens(&device, 3).into(),
         }),
+        naming: None,
     };
     let running_before = model.img_projector.norm.running_mean.value().into_data();
     let losses = model
@@ -179,4 +180,64 @@ fn momentum_encoder_follows_by_ema() {
     let copied = model.img_encoder_momentum.as_ref().unwrap().pos_embed.val();
     let err: f32 = (copied - online).abs().max().into_scalar();
     assert_eq!(err, 0.0);
+}
+
+#[test]
+fn group_naming_adds_its_weighted_loss_and_trains_the_groups() {
+    let device = Default::default();
+    let model = config().init::<AB>(&device);
+    let images = Tensor::<AB, 4>::random([3, 3, 224, 224], Distribution::Normal(0.0, 1.0), &device);
+    let mut batch = TrainBatch {
+        images,
+        caption: tokens(&device, 3).into(),
+        question: tokens(&device, 3).into(),
+        answer: tokens(&device, 3).into(),
+        cross: None,
+        naming: None,
+    };
+    // Eval mode: no Gumbel noise, running statistics, so both forwards see the same groups.
+    let options = LossOptions {
+        training: false,
+        gather: &LocalGather,
+    };
+    let plain: f32 = model.losses(&batch, &options).unwrap().total.into_scalar();
+    batch.naming = Some(GroupNaming {
+        prompts: tokens(&device, 2).into(),
+        positives: Tensor::from_floats([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], &device),
+        count: 4,
+        weight: 0.5,
+    });
+    let losses = model.losses(&batch, &options).unwrap();
+    let naming = losses.naming.clone().expect("the naming loss is computed");
+    let naming_value: f32 = naming.clone().into_scalar();
+    let total: f32 = losses.total.into_scalar();
+    assert!(
+        naming_value.is_finite() && naming_value > 0.0,
+        "naming {naming_value}"
+    );
+    assert!(
+        (total - plain - 0.5 * naming_value).abs() < 1e-4,
+        "total {total} = {plain} + 0.5 * {naming_value}"
+    );
+
+    let grads = naming.backward();
+    let group_tokens = model.img_encoder.layers[0]
+        .group_token
+        .as_ref()
+        .expect("stage 0 has group tokens");
+    let g = group_tokens.grad(&grads).expect("gradient exists");
+    assert!(
+        g.abs().sum().into_scalar() > 0.0,
+        "group tokens get a gradient"
+    );
+    let p = model
+        .img_projector
+        .hidden
+        .weight
+        .grad(&grads)
+        .expect("gradient exists");
+    assert!(
+        p.abs().sum().into_scalar() > 0.0,
+        "the image projector gets a gradient"
+    );
 }

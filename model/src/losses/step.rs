@@ -1,6 +1,8 @@
 use burn::prelude::*;
 
-use super::{contrastive_loss, mask_consistency_loss, GatherAll, MaskLossInputs};
+use super::{
+    contrastive_loss, group_naming_loss, mask_consistency_loss, GatherAll, MaskLossInputs,
+};
 use crate::error::OvsegError;
 use crate::model::OvSegmentor;
 use crate::nn::BatchStats;
@@ -21,6 +23,21 @@ pub struct TrainBatch<B: Backend> {
     pub answer: TextInput<B>,
     /// Stage 2: the partner images and "A photo of <shared entity>".
     pub cross: Option<CrossPair<B>>,
+    /// ovseg's group-naming loss (not in the paper's recipes).
+    pub naming: Option<GroupNaming<B>>,
+}
+
+/// What [`group_naming_loss`] reads besides the picture's groups.
+#[derive(Debug, Clone)]
+pub struct GroupNaming<B: Backend> {
+    /// "a photo of a {class}." for the C entity classes the batch's captions name.
+    pub prompts: TextInput<B>,
+    /// [B, C]: 1 where the caption names the class.
+    pub positives: Tensor<B, 2>,
+    /// The number of ones in `positives` (at least one).
+    pub count: usize,
+    /// Its weight in the total.
+    pub weight: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -80,7 +97,8 @@ pub struct Losses<B: Backend> {
     pub matching: Tensor<B, 1>,
     pub entity: Tensor<B, 1>,
     pub mask: Option<Tensor<B, 1>>,
-    /// matching + entity + 0.1 * mask.
+    pub naming: Option<Tensor<B, 1>>,
+    /// matching + entity + 0.1 * mask (+ the group-naming weight * naming).
     pub total: Tensor<B, 1>,
 }
 
@@ -136,13 +154,16 @@ impl<B: Backend> OvSegmentor<B> {
         let answer = encode_text(&batch.answer);
         let entity = contrastive_loss(answer_vec, answer, scale, options.gather);
 
+        // Projected once: the projector's BatchNorm moves its running statistics per call.
+        let groups = (batch.cross.is_some() || batch.naming.is_some()).then(|| {
+            self.img_projector
+                .forward_tokens_with(image.segments.clone(), stats)
+        });
         let mask = batch.cross.as_ref().map(|cross| {
             let momentum = self.img_encoder_momentum.as_ref().expect("checked above");
             let partner = momentum.forward(cross.images.clone(), training);
             let entity_text = encode_text(&cross.entity).detach();
-            let groups = self
-                .img_projector
-                .forward_tokens_with(image.segments.clone(), stats);
+            let groups = groups.clone().expect("projected above");
             let similarity = groups
                 .matmul(entity_text.unsqueeze_dim(2))
                 .squeeze_dim::<2>(2);
@@ -156,14 +177,31 @@ impl<B: Backend> OvSegmentor<B> {
             })
         });
 
+        let naming = batch.naming.as_ref().map(|naming| {
+            let groups = groups.clone().expect("projected above");
+            let prompts = encode_text(&naming.prompts);
+            let loss = group_naming_loss(
+                groups,
+                prompts,
+                naming.positives.clone(),
+                naming.count,
+                self.scale(),
+            );
+            (loss, naming.weight)
+        });
+
         let mut total = matching.clone() + entity.clone() * ENTITY_WEIGHT;
         if let Some(m) = &mask {
             total = total + m.clone() * MASK_WEIGHT;
+        }
+        if let Some((n, weight)) = &naming {
+            total = total + n.clone() * *weight;
         }
         Ok(Losses {
             matching,
             entity,
             mask,
+            naming: naming.map(|(n, _)| n),
             total,
         })
     }

@@ -73,6 +73,10 @@ pub struct Args {
     /// CPU backend computes half precision slowly).
     #[arg(long, value_enum)]
     autocast: Option<Autocast>,
+    /// Weight of ovseg's group-naming loss (not in the paper): each caption entity is trained
+    /// onto the picture's best-matching group. 0: off.
+    #[arg(long)]
+    group_naming: Option<f64>,
     #[arg(long)]
     seed: Option<u64>,
     #[arg(long)]
@@ -167,6 +171,7 @@ fn recipe(args: &Args) -> Result<TrainConfig> {
         epochs,
         batch_size,
         accumulation,
+        group_naming,
         seed,
         workers,
         checkpoint_every

@@ -43,6 +43,7 @@ fn batch(size: usize, image_size: usize, stage_two: bool) -> DeviceBatch {
         captions: texts("a photo of a"),
         questions: texts("a [MASK] and a [MASK] with"),
         answers: texts("a good photo of a"),
+        entities: vec![vec!["dog".to_string(), "kite".to_string()]; size],
         partner: stage_two.then(|| (image, texts("A photo of"))),
     }
 }
@@ -66,6 +67,7 @@ pub fn measure<B: Backend>(
         seed: 0,
         frozen_text_cache_mb: stage_two.then_some(1024),
         autocast: None,
+        group_naming: None,
     };
     let tokenizer = Arc::new(TextTokenizer::bert_base_uncased());
     let mut replica = Replica::new(model, tokenizer, device, None, settings);

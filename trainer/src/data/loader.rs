@@ -139,6 +139,8 @@ pub struct Batch {
     pub questions: Vec<String>,
     /// A random template prefix and the caption's entities joined with " and ".
     pub answers: Vec<String>,
+    /// Each caption's unique entity classes.
+    pub entities: Vec<Vec<String>>,
     /// Stage 2: [size, 3, H, W], each sharing an entity with the sample.
     pub partner_images: Option<Vec<f32>>,
     /// Stage 2: "A photo of <entity>".
@@ -453,6 +455,7 @@ impl Batches {
             captions: Vec::with_capacity(size),
             questions: Vec::with_capacity(size),
             answers: Vec::with_capacity(size),
+            entities: Vec::with_capacity(size),
             partner_images: stage_two.then(|| Vec::with_capacity(size * plane)),
             partner_texts: stage_two.then(|| Vec::with_capacity(size)),
             position: DataPosition {
@@ -473,6 +476,7 @@ impl Batches {
             batch.captions.push(sample.caption.clone());
             batch.questions.push(sample.question.clone());
             batch.answers.push(sample.answer.clone());
+            batch.entities.push(sample.entities.clone());
             if let (Some(images), Some(image)) = (&mut batch.partner_images, &sample.partner_image)
             {
                 images.extend_from_slice(image);

@@ -88,6 +88,8 @@ pub(crate) struct Sample {
     pub caption: String,
     pub question: String,
     pub answer: String,
+    /// The caption's unique entity classes.
+    pub entities: Vec<String>,
     pub partner_image: Option<Vec<f32>>,
     pub partner_text: Option<String>,
 }
@@ -135,6 +137,7 @@ impl Recipe {
             caption: job.caption.clone(),
             question: job.question.clone(),
             answer,
+            entities: job.classes.clone(),
             partner_image,
             partner_text,
         })

@@ -80,6 +80,11 @@ pub struct TrainConfig {
     /// optimizer, normalisation, softmax, losses) in f32, as `torch.autocast` (meant for CUDA).
     #[serde(default)]
     pub autocast: Option<Autocast>,
+    /// Weight of ovseg's group-naming loss (`ovseg_model::losses::group_naming_loss`), an
+    /// addition to the paper's losses that trains each caption entity onto the picture's
+    /// best-matching group; 0 (the default, and the paper): off.
+    #[serde(default)]
+    pub group_naming: f64,
 }
 
 /// The half precision of [`TrainConfig::autocast`]. Only bf16: it has f32's exponent range.
@@ -174,6 +179,7 @@ impl TrainConfig {
             augment: None,
             text_cache_mb: text_cache_mb(),
             autocast: None,
+            group_naming: 0.0,
         }
     }
 
@@ -229,6 +235,9 @@ impl TrainConfig {
             augmentation
                 .validate()
                 .map_err(|e| anyhow::anyhow!("augment: {e}"))?;
+        }
+        if !(self.group_naming >= 0.0 && self.group_naming.is_finite()) {
+            bail!("group_naming must be a finite weight of at least 0");
         }
         if self.image_size % 16 != 0 || self.image_size == 0 {
             bail!("image_size must be a positive multiple of the patch size 16");

@@ -10,7 +10,9 @@ use burn::module::{AutodiffModule, Module};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::{FloatDType, TensorPrimitive};
-use ovseg_model::losses::{CrossPair, GatherAll, LocalGather, LossOptions, TextInput, TrainBatch};
+use ovseg_model::losses::{
+    CrossPair, GatherAll, GroupNaming, LocalGather, LossOptions, TextInput, TrainBatch,
+};
 use ovseg_model::nn::autocast;
 use ovseg_model::text::TextTokenizer;
 use ovseg_model::OvSegmentor;
@@ -29,6 +31,8 @@ pub struct DeviceBatch {
     pub captions: Vec<String>,
     pub questions: Vec<String>,
     pub answers: Vec<String>,
+    /// Each caption's unique entity classes (read by the group-naming loss).
+    pub entities: Vec<Vec<String>>,
     /// Stage 2: partner images [size, 3, H, W] and "A photo of <entity>".
     pub partner: Option<(Vec<f32>, Vec<String>)>,
 }
@@ -45,6 +49,7 @@ impl DeviceBatch {
             captions: texts(&self.captions),
             questions: texts(&self.questions),
             answers: texts(&self.answers),
+            entities: self.entities[start..start + len].to_vec(),
             partner: self.partner.as_ref().map(|(images, entity)| {
                 (
                     images[start * pixels..(start + len) * pixels].to_vec(),
@@ -61,6 +66,7 @@ pub struct StepValues {
     pub matching: f64,
     pub entity: f64,
     pub mask: Option<f64>,
+    pub naming: Option<f64>,
     pub total: f64,
     pub grad_norm: f64,
     /// The loss was NaN or infinite: no weight changed.
@@ -78,6 +84,8 @@ pub struct ReplicaSettings {
     pub frozen_text_cache_mb: Option<usize>,
     /// Mixed precision of the forward (`ovseg_model::nn::autocast`); `None`: all f32.
     pub autocast: Option<FloatDType>,
+    /// Weight of ovseg's group-naming loss; `None`: the paper's losses only.
+    pub group_naming: Option<f64>,
 }
 
 pub struct Replica<B: Backend> {
@@ -141,7 +149,7 @@ impl<B: Backend> Replica<B> {
         let model = self.model.take().expect("model present between steps");
         let batch_norms = model.batch_norms();
         let mut accumulator = GradientsAccumulator::<OvSegmentor<Autodiff<B>>>::new();
-        let mut sums = [0.0f64; 4];
+        let mut sums = [0.0f64; 5];
         let scale = 1.0 / micro.len() as f64;
         for batch in micro {
             let losses = autocast::scope(self.settings.autocast, || -> Result<_> {
@@ -164,16 +172,17 @@ impl<B: Backend> Replica<B> {
                     return Err(e);
                 }
             };
-            let mask = losses
-                .mask
-                .clone()
-                .unwrap_or_else(|| Tensor::zeros([1], &self.device));
+            let or_zero = |t: &Option<Tensor<Autodiff<B>, 1>>| {
+                t.clone()
+                    .unwrap_or_else(|| Tensor::zeros([1], &self.device))
+            };
             let values = Tensor::cat(
                 vec![
                     losses.matching.clone(),
                     losses.entity.clone(),
-                    mask,
+                    or_zero(&losses.mask),
                     losses.total.clone(),
+                    or_zero(&losses.naming),
                 ],
                 0,
             )
@@ -185,14 +194,21 @@ impl<B: Backend> Replica<B> {
                 .convert::<f32>()
                 .to_vec()
                 .unwrap_or_default();
-            if values.len() != 4 || values.iter().any(|v| !v.is_finite()) {
+            if values.len() != 5 || values.iter().any(|v| !v.is_finite()) {
                 // The forward already moved the BatchNorm running statistics.
                 model.restore_batch_norms(batch_norms);
                 self.model = Some(model);
                 return Ok(StepValues {
                     matching: values.first().copied().unwrap_or(f32::NAN) as f64,
                     entity: values.get(1).copied().unwrap_or(f32::NAN) as f64,
-                    mask: losses.mask.as_ref().map(|_| values[2] as f64),
+                    mask: losses
+                        .mask
+                        .as_ref()
+                        .map(|_| values.get(2).copied().unwrap_or(f32::NAN) as f64),
+                    naming: losses
+                        .naming
+                        .as_ref()
+                        .map(|_| values.get(4).copied().unwrap_or(f32::NAN) as f64),
                     total: values.get(3).copied().unwrap_or(f32::NAN) as f64,
                     grad_norm: f64::NAN,
                     skipped: true,
@@ -220,6 +236,7 @@ impl<B: Backend> Replica<B> {
                 matching: sums[0],
                 entity: sums[1],
                 mask: self.settings.momentum.map(|_| sums[2]),
+                naming: self.settings.group_naming.map(|_| sums[4]),
                 total: sums[3],
                 grad_norm,
                 skipped: true,
@@ -234,6 +251,7 @@ impl<B: Backend> Replica<B> {
             matching: sums[0],
             entity: sums[1],
             mask: self.settings.momentum.map(|_| sums[2]),
+            naming: self.settings.group_naming.map(|_| sums[4]),
             total: sums[3],
             grad_norm,
             skipped: false,
@@ -278,6 +296,29 @@ impl<B: Backend> Replica<B> {
                 .to_tensors::<Autodiff<B>>(device)
                 .into())
         };
+        let naming = match self.settings.group_naming {
+            Some(weight) => {
+                let (classes, positives, count) = naming_targets(&batch.entities);
+                if count == 0 {
+                    None
+                } else {
+                    let prompts: Vec<String> = classes
+                        .iter()
+                        .map(|c| format!("a photo of a {c}."))
+                        .collect();
+                    Some(GroupNaming {
+                        prompts: text(&prompts, TextRows::Cls)?,
+                        positives: Tensor::from_data(
+                            TensorData::new(positives, [batch.size, classes.len()]),
+                            device,
+                        ),
+                        count,
+                        weight,
+                    })
+                }
+            }
+            None => None,
+        };
         Ok(TrainBatch {
             images: images(&batch.images),
             caption: text(&batch.captions, TextRows::Cls)?,
@@ -290,8 +331,32 @@ impl<B: Backend> Replica<B> {
                 }),
                 None => None,
             },
+            naming,
         })
     }
+}
+
+/// The classes the rows name (sorted), the [rows, classes] 0/1 matrix of who names what, and
+/// its number of ones.
+fn naming_targets(entities: &[Vec<String>]) -> (Vec<&str>, Vec<f32>, usize) {
+    let mut classes: Vec<&str> = entities.iter().flatten().map(String::as_str).collect();
+    classes.sort_unstable();
+    classes.dedup();
+    let mut positives = vec![0.0f32; entities.len() * classes.len()];
+    let mut count = 0;
+    for (row, names) in entities.iter().enumerate() {
+        for name in names {
+            let column = classes
+                .binary_search(&name.as_str())
+                .expect("collected above");
+            let cell = &mut positives[row * classes.len() + column];
+            if *cell == 0.0 {
+                *cell = 1.0;
+                count += 1;
+            }
+        }
+    }
+    (classes, positives, count)
 }
 
 /// Freezes what the run leaves untrained: the momentum encoder always (it moves by EMA), and
@@ -305,4 +370,23 @@ pub fn freeze_for_stage<B: Backend>(
         model.text_encoder = model.text_encoder.no_grad();
     }
     model
+}
+
+#[cfg(test)]
+mod naming_tests {
+    use super::naming_targets;
+
+    #[test]
+    fn naming_targets_mark_each_rows_classes_once() {
+        let rows = |r: &[&[&str]]| -> Vec<Vec<String>> {
+            r.iter()
+                .map(|names| names.iter().map(|n| n.to_string()).collect())
+                .collect()
+        };
+        let entities = rows(&[&["kite", "ball"], &[], &["ball", "ball"]]);
+        let (classes, positives, count) = naming_targets(&entities);
+        assert_eq!(classes, ["ball", "kite"]);
+        assert_eq!(positives, [1.0, 1.0, 0.0, 0.0, 1.0, 0.0]);
+        assert_eq!(count, 3);
+    }
 }

@@ -73,6 +73,8 @@ pub struct MetricsLine {
     pub entity: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mask: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub naming: Option<f64>,
     pub total: f64,
     pub grad_norm: f64,
     pub images_per_s: f64,
@@ -193,6 +195,7 @@ pub fn train<B: Backend>(
         seed: state.seed,
         frozen_text_cache_mb: config.text_frozen().then_some(config.text_cache_mb),
         autocast: config.autocast.map(|a| a.dtype()),
+        group_naming: (config.group_naming > 0.0).then_some(config.group_naming),
     };
     let model_bytes = Arc::new(model_bytes);
     let optimizer_bytes = Arc::new(optimizer_bytes);
@@ -312,6 +315,7 @@ pub fn train<B: Backend>(
                 matching: values.matching,
                 entity: values.entity,
                 mask: values.mask,
+                naming: values.naming,
                 total: values.total,
                 grad_norm: values.grad_norm,
                 images_per_s: batch_images / began.elapsed().as_secs_f64(),
@@ -402,7 +406,11 @@ fn progress_message(line: &MetricsLine) -> String {
     let mask = line
         .mask
         .map(|m| format!(" mask {m:.3}"))
-        .unwrap_or_default();
+        .unwrap_or_default()
+        + &line
+            .naming
+            .map(|n| format!(" naming {n:.3}"))
+            .unwrap_or_default();
     format!(
         "loss {:.3} (match {:.3} entity {:.3}{mask}) lr {:.2e} {:.1} img/s",
         line.total, line.matching, line.entity, line.lr, line.images_per_s

@@ -24,6 +24,7 @@ fn rows(batch: Batch) -> DeviceBatch {
         captions: batch.captions,
         questions: batch.questions,
         answers: batch.answers,
+        entities: batch.entities,
         partner: batch.partner_images.zip(batch.partner_texts),
     }
 }

@@ -74,6 +74,9 @@ impl BatchSource for Synthetic {
                 captions: texts("a photo of a"),
                 questions: texts("a [MASK] near"),
                 answers: texts("a picture of the"),
+                entities: (0..self.batch)
+                    .map(|i| vec![words[(i + k * 3 + epoch) % words.len()].to_string()])
+                    .collect(),
                 partner: self
                     .stage_two
                     .then(|| (noise(seed + 77, self.batch * pixels), texts("A photo of"))),
