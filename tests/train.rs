@@ -208,6 +208,57 @@ fn stage_one_then_stage_two_on_jpeg_captions_and_the_losses_fall() {
 }
 
 #[test]
+fn group_naming_is_logged_falls_and_stays_out_of_the_paper_recipe() {
+    let dir = scratch("train-naming");
+    let meta = caption_dataset(&dir, 32);
+    let model = model_config(&dir);
+    let run = dir.join("naming");
+    ok_command(
+        train_command(&run, &recipe(&dir, 1, 30), &meta, &model).args(["--group-naming", "0.5"]),
+    );
+    let m = metrics(&run);
+    assert_eq!(m.len(), 30);
+    // The 32 captions name six classes, one or two a picture.
+    assert!(m.iter().all(|v| v["naming"]
+        .as_f64()
+        .is_some_and(|x| x.is_finite() && x > 0.0)));
+    for v in &m {
+        let parts = v["matching"].as_f64().unwrap()
+            + v["entity"].as_f64().unwrap()
+            + 0.5 * v["naming"].as_f64().unwrap();
+        let total = v["total"].as_f64().unwrap();
+        assert!((total - parts).abs() < 1e-4 * total, "{total} vs {parts}");
+    }
+    let (early, late) = (mean(&m[..5], "naming"), mean(&m[25..], "naming"));
+    assert!(
+        late < early,
+        "the naming loss should fall: {early} -> {late}"
+    );
+    let used: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("train.json")).unwrap()).unwrap();
+    assert_eq!(used["group_naming"], 0.5);
+
+    // Without the flag no naming term is computed or logged.
+    let plain = dir.join("plain");
+    ok_command(&mut train_command(
+        &plain,
+        &recipe(&dir, 1, 2),
+        &meta,
+        &model,
+    ));
+    assert!(metrics(&plain).iter().all(|v| v.get("naming").is_none()));
+
+    let err = train_command(&dir.join("bad"), &recipe(&dir, 1, 2), &meta, &model)
+        .arg("--group-naming=-1")
+        .output()
+        .unwrap();
+    assert!(!err.status.success());
+    let stderr = String::from_utf8_lossy(&err.stderr);
+    assert!(stderr.contains("group_naming"), "{stderr}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn a_killed_run_resumes_from_its_last_checkpoint_with_no_step_lost_or_repeated() {
     let dir = scratch("train-resume");
     let meta = caption_dataset(&dir, 24);
