@@ -16,6 +16,7 @@
 # from its checkpoint).
 #   OVSEG_OUT=out/demo   where everything goes
 #   PORT=8080            the port it serves on
+#   OVSEG_BIN=path       use this ovseg binary instead of building the release one
 #   --no-serve           stop once the site is built
 #   --smoke              the same steps at toy size (200 pairs, a few training steps): the test
 #                        command's check that the whole job runs; its model is not meant to segment
@@ -42,12 +43,18 @@ minilm="${OVSEG_MINILM_DIR:-$HOME/.cache/ovseg/minilm}"
 echo "== prerequisites"
 .ci/fetch-minilm
 bash scripts/prepare-web.sh
-# Release: burn's generic tensor code is instantiated in our crates, so their optimisation sets
-# the training speed (stage 1 here: 45 images/s in release, ~23 in the dev profile).
-cargo build --locked --release -p ovseg-trainer --bin ovseg
 mkdir -p "$out"
-# A copy of its own: other checkouts sharing the target folder cannot swap it mid-run.
-cp "$CARGO_TARGET_DIR/release/ovseg" "$out/ovseg"
+if [ -n "${OVSEG_BIN:-}" ]; then
+  # An ovseg already built (the test command passes the one its tests built, so the smoke run
+  # costs no release build).
+  cp "$OVSEG_BIN" "$out/ovseg"
+else
+  # Release: burn's generic tensor code is instantiated in our crates, so their optimisation
+  # sets the training speed (stage 1 here: 45 images/s in release, ~23 in the dev profile).
+  cargo build --locked --release -p ovseg-trainer --bin ovseg
+  # A copy of its own: other checkouts sharing the target folder cannot swap it mid-run.
+  cp "$CARGO_TARGET_DIR/release/ovseg" "$out/ovseg"
+fi
 ovseg="$out/ovseg"
 
 echo "== the caption world"
