@@ -29,7 +29,7 @@ failed=$((failed + bfailed))
 # the baseline, export, the site with its demo.json and examples) runs and leaves its outputs,
 # and a second run reuses what the first trained.
 smoke=$(mktemp -d)
-# With the ovseg the cargo tests built: a release build would add ~12 minutes to a cold run.
+# With the ovseg the cargo tests built: a release build would add ~10 minutes to a cold run.
 export OVSEG_BIN="$CARGO_TARGET_DIR/debug/ovseg"
 if OVSEG_OUT="$smoke/demo" bash scripts/main.sh --smoke >"$smoke/log" 2>&1 &&
   grep -q '"fg_miou"' "$smoke/demo/eval-classes.json" &&

@@ -152,7 +152,7 @@ impl<B: Backend> OvSegmentor<B> {
         };
         let answer_vec = bridge.forward_with(multimodal.forward(visual, question, training), stats);
         let answer = encode_text(&batch.answer);
-        let entity = contrastive_loss(answer_vec, answer, scale, options.gather);
+        let entity = contrastive_loss(answer_vec, answer, scale.clone(), options.gather);
 
         // Projected once: the projector's BatchNorm moves its running statistics per call.
         let groups = (batch.cross.is_some() || batch.naming.is_some()).then(|| {
@@ -185,7 +185,7 @@ impl<B: Backend> OvSegmentor<B> {
                 prompts,
                 naming.positives.clone(),
                 naming.count,
-                self.scale(),
+                scale.clone(),
             );
             (loss, naming.weight)
         });

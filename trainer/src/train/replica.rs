@@ -14,6 +14,7 @@ use ovseg_model::losses::{
     CrossPair, GatherAll, GroupNaming, LocalGather, LossOptions, TextInput, TrainBatch,
 };
 use ovseg_model::nn::autocast;
+use ovseg_model::segmentation::TemplateSet;
 use ovseg_model::text::TextTokenizer;
 use ovseg_model::OvSegmentor;
 
@@ -296,28 +297,22 @@ impl<B: Backend> Replica<B> {
                 .to_tensors::<Autodiff<B>>(device)
                 .into())
         };
-        let naming = match self.settings.group_naming {
-            Some(weight) => {
-                let (classes, positives, count) = naming_targets(&batch.entities);
-                if count == 0 {
-                    None
-                } else {
-                    let prompts: Vec<String> = classes
-                        .iter()
-                        .map(|c| format!("a photo of a {c}."))
-                        .collect();
-                    Some(GroupNaming {
-                        prompts: text(&prompts, TextRows::Cls)?,
-                        positives: Tensor::from_data(
-                            TensorData::new(positives, [batch.size, classes.len()]),
-                            device,
-                        ),
-                        count,
-                        weight,
-                    })
-                }
-            }
-            None => None,
+        let targets = self
+            .settings
+            .group_naming
+            .map(|weight| (weight, naming_targets(&batch.entities)));
+        let naming = match targets {
+            Some((weight, (classes, positives, count))) if count > 0 => Some(GroupNaming {
+                // The prompt zero-shot segmentation embeds classes with by default.
+                prompts: text(&TemplateSet::Simple.prompts(&classes), TextRows::Cls)?,
+                positives: Tensor::from_data(
+                    TensorData::new(positives, [batch.size, classes.len()]),
+                    device,
+                ),
+                count,
+                weight,
+            }),
+            _ => None,
         };
         Ok(TrainBatch {
             images: images(&batch.images),
@@ -338,17 +333,15 @@ impl<B: Backend> Replica<B> {
 
 /// The classes the rows name (sorted), the [rows, classes] 0/1 matrix of who names what, and
 /// its number of ones.
-fn naming_targets(entities: &[Vec<String>]) -> (Vec<&str>, Vec<f32>, usize) {
-    let mut classes: Vec<&str> = entities.iter().flatten().map(String::as_str).collect();
+fn naming_targets(entities: &[Vec<String>]) -> (Vec<String>, Vec<f32>, usize) {
+    let mut classes: Vec<String> = entities.iter().flatten().cloned().collect();
     classes.sort_unstable();
     classes.dedup();
     let mut positives = vec![0.0f32; entities.len() * classes.len()];
     let mut count = 0;
     for (row, names) in entities.iter().enumerate() {
         for name in names {
-            let column = classes
-                .binary_search(&name.as_str())
-                .expect("collected above");
+            let column = classes.binary_search(name).expect("collected above");
             let cell = &mut positives[row * classes.len() + column];
             if *cell == 0.0 {
                 *cell = 1.0;

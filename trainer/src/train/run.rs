@@ -403,16 +403,12 @@ pub fn train<B: Backend>(
 }
 
 fn progress_message(line: &MetricsLine) -> String {
-    let mask = line
-        .mask
-        .map(|m| format!(" mask {m:.3}"))
-        .unwrap_or_default()
-        + &line
-            .naming
-            .map(|n| format!(" naming {n:.3}"))
-            .unwrap_or_default();
+    let optional = |name: &str, value: Option<f64>| {
+        value.map(|v| format!(" {name} {v:.3}")).unwrap_or_default()
+    };
+    let (mask, naming) = (optional("mask", line.mask), optional("naming", line.naming));
     format!(
-        "loss {:.3} (match {:.3} entity {:.3}{mask}) lr {:.2e} {:.1} img/s",
+        "loss {:.3} (match {:.3} entity {:.3}{mask}{naming}) lr {:.2e} {:.1} img/s",
         line.total, line.matching, line.entity, line.lr, line.images_per_s
     )
 }
