@@ -50,6 +50,16 @@ pub struct Args {
     /// Objects this many times their usual size (0.5-2; 1: 15-55% of the side, at most 90%).
     #[arg(long, default_value_t = 1.0)]
     object_scale: f32,
+    /// Backdrops of one flat colour instead of textured surfaces (an easier world).
+    #[arg(long)]
+    plain_backdrop: bool,
+    /// Every kind in one colour of its own, without patterns (colour tells the kind).
+    #[arg(long)]
+    own_colours: bool,
+    /// How often captions say the place (the backdrop), 0-1, whatever --detail says of colours
+    /// and patterns (default: 0.7 x --detail).
+    #[arg(long)]
+    place: Option<f64>,
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -123,6 +133,9 @@ fn generate(
         typical_colours: args.typical_colours,
         kinds: args.kinds,
         object_scale: args.object_scale,
+        plain_backdrop: args.plain_backdrop,
+        own_colours: args.own_colours,
+        place: args.place,
     };
     (0..n)
         .into_par_iter()
@@ -178,6 +191,9 @@ pub fn run(args: Args) -> Result<()> {
             args.typical_colours
         );
     }
+    if let Some(place) = args.place.filter(|p| !(0.0..=1.0).contains(p)) {
+        bail!("--place {place} must be between 0 and 1");
+    }
     if !(1..=Kind::ALL.len()).contains(&args.kinds) {
         bail!(
             "--kinds {} must be between 1 and {}",
@@ -219,6 +235,15 @@ pub fn run(args: Args) -> Result<()> {
     }
     if args.object_scale != 1.0 {
         params["object_scale"] = args.object_scale.into();
+    }
+    if args.plain_backdrop {
+        params["plain_backdrop"] = true.into();
+    }
+    if args.own_colours {
+        params["own_colours"] = true.into();
+    }
+    if let Some(place) = args.place {
+        params["place"] = place.into();
     }
     if is_complete(out, &params, &args) {
         println!(

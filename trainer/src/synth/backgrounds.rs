@@ -16,7 +16,17 @@ pub enum Surface {
     PaintedWall([f32; 3]),
     WoodFloor,
     Tiles([f32; 3]),
+    /// One flat colour, the index of a [`PLAIN`] colour.
+    Plain(usize),
 }
+
+/// Flat backdrop colours, each far from every object colour (`scene::COLOURS`), with the
+/// phrases captions name them by (no colour word of an object, no entity word).
+pub const PLAIN: [([f32; 3], [&str; 2]); 3] = [
+    ([70.0, 160.0, 160.0], ["on a teal background", "against a teal backdrop"]),
+    ([220.0, 200.0, 160.0], ["on a beige background", "against a beige backdrop"]),
+    ([95.0, 120.0, 75.0], ["on an olive background", "against an olive backdrop"]),
+];
 
 impl Surface {
     /// Phrases a caption may end with when the picture shows this surface.
@@ -37,6 +47,7 @@ impl Surface {
             Surface::PaintedWall(_) => &["in front of a wall", "against a painted wall"],
             Surface::WoodFloor => &["on a wooden floor", "on the floor"],
             Surface::Tiles(_) => &["on a tiled floor", "on the tiles"],
+            Surface::Plain(i) => &PLAIN[i].1,
         }
     }
 }
@@ -65,6 +76,17 @@ fn paint<R: Rng>(rng: &mut R) -> [f32; 3] {
 }
 
 impl Backdrop {
+    /// One flat colour of [`PLAIN`] over the whole picture.
+    pub fn plain(rng: &mut impl Rng) -> Self {
+        Self {
+            upper: Surface::Plain(rng.random_range(0..PLAIN.len())),
+            lower: None,
+            horizon: 1.0,
+            wave: 0.0,
+            seed: rng.random(),
+        }
+    }
+
     pub fn random(rng: &mut impl Rng) -> Self {
         let seed = rng.random();
         let horizon = rng.random_range(0.3..0.65);
@@ -248,6 +270,7 @@ fn surface_colour(surface: Surface, x: f32, t: f32, y: f32, seed: u32) -> [f32; 
             }
         }
         Surface::PaintedWall(paint) => scale(paint, 0.9 + 0.12 * fbm(x * 3.0, y * 3.0, seed)),
+        Surface::Plain(i) => PLAIN[i].0,
         Surface::WoodFloor => {
             let ph = 0.05 + 0.05 * t;
             let plank = (y / ph).floor();

@@ -100,8 +100,9 @@ fn join_list(items: &[String]) -> String {
 
 /// `detail` (0-1) scales how often colours, patterns and the place are said: 1 for the
 /// world's usual captions; lower leaves more captions naming only the objects, so that matching
-/// a caption takes knowing the objects rather than their colours and backdrop.
-pub fn caption(rng: &mut impl Rng, scene: &Scene, detail: f64) -> String {
+/// a caption takes knowing the objects rather than their colours and backdrop. `place`, when
+/// given, is how often the place is said instead (0.7 * `detail` otherwise).
+pub fn caption(rng: &mut impl Rng, scene: &Scene, detail: f64, place: Option<f64>) -> String {
     let mut groups: Vec<Group> = Vec::new();
     for o in &scene.objects {
         match groups.iter_mut().find(|g| g.kind == o.kind) {
@@ -116,7 +117,7 @@ pub fn caption(rng: &mut impl Rng, scene: &Scene, detail: f64) -> String {
     let phrases: Vec<String> = groups.iter().map(|g| noun_phrase(rng, g, detail)).collect();
     // The place is what the first-named object stands on or in front of (kites in the sky,
     // boats on the water, when the picture has them there).
-    let place = if rng.random_bool(0.7 * detail) {
+    let place = if rng.random_bool(place.unwrap_or(0.7 * detail)) {
         let first = groups[0].objects[0];
         let base = (first.cy + first.scale * 0.6) / scene.size as f32;
         let surface = scene

@@ -67,6 +67,12 @@ pub struct Style {
     pub kinds: usize,
     /// Objects are this many times their usual size (1: the usual 15-55 % of the side).
     pub object_scale: f32,
+    /// Backdrops of one flat colour (of [`backgrounds::PLAIN`]) instead of textured surfaces.
+    pub plain_backdrop: bool,
+    /// Every kind in its one [`Kind::own_colour`], without patterns: colour tells the kind.
+    pub own_colours: bool,
+    /// How often captions say the place (the backdrop), 0-1; `None`: 0.7 * `detail`.
+    pub place: Option<f64>,
 }
 
 impl Default for Style {
@@ -76,6 +82,9 @@ impl Default for Style {
             typical_colours: 0.0,
             kinds: Kind::ALL.len(),
             object_scale: 1.0,
+            plain_backdrop: false,
+            own_colours: false,
+            place: None,
         }
     }
 }
@@ -84,14 +93,8 @@ impl Default for Style {
 pub fn sample(seed: u64, split: Split, index: usize, size: usize, style: Style) -> Sample {
     let stream = splitmix(splitmix(seed) ^ splitmix(split as u64 + 1) ^ index as u64);
     let mut rng = ChaCha8Rng::seed_from_u64(stream);
-    let scene = Scene::random(
-        &mut rng,
-        size,
-        style.typical_colours,
-        &Kind::ALL[..style.kinds],
-        style.object_scale,
-    );
-    let caption = captions::caption(&mut rng, &scene, style.detail);
+    let scene = Scene::random(&mut rng, size, &style);
+    let caption = captions::caption(&mut rng, &scene, style.detail, style.place);
     let rendered = scene.render();
     let mut kinds: Vec<Kind> = scene.objects.iter().map(|o| o.kind).collect();
     kinds.sort();
@@ -181,6 +184,9 @@ mod tests {
                 typical_colours: if index % 3 == 0 { 0.0 } else { 0.9 },
                 kinds: if index % 5 == 0 { 3 } else { Kind::ALL.len() },
                 object_scale: if index % 7 == 0 { 1.6 } else { 1.0 },
+                plain_backdrop: index % 4 == 0,
+                own_colours: index % 6 == 0,
+                place: (index % 8 == 0).then_some(1.0),
             };
             let s = sample(7, Split::Train, index, 96, style);
             assert!(style.kinds == Kind::ALL.len() || s.kinds.iter().all(|k| k.label() <= 3));

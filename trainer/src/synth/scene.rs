@@ -6,6 +6,7 @@ use rand::Rng;
 
 use super::backgrounds::{fbm, Backdrop};
 use super::shapes::{part_at, Kind, Part, Pattern};
+use super::Style;
 
 /// Named colours for objects. No "orange" (an entity class: the fruit) and no "light" (also an
 /// entity class), so colour words never add entities to a caption.
@@ -60,9 +61,9 @@ impl Object {
         kind: Kind,
         size: usize,
         count: usize,
-        typical: f64,
-        object_scale: f32,
+        style: &Style,
     ) -> Self {
+        let (typical, object_scale) = (style.typical_colours, style.object_scale);
         let s = size as f32;
         // The object's extent (twice `scale`) is 15-55% of the side, smaller when crowded,
         // times `object_scale` (at most 90%).
@@ -78,7 +79,13 @@ impl Object {
         let cx = rng.random_range(margin..(s - margin));
         let cy = rng.random_range(margin..(s - margin));
         // No draw at all when `typical` is 0, so such worlds are the generator's first ones.
-        let &(colour, main) = if typical > 0.0 && rng.random_bool(typical) {
+        let &(colour, main) = if style.own_colours {
+            let name = kind.own_colour();
+            COLOURS
+                .iter()
+                .find(|(n, _)| *n == name)
+                .expect("a named colour")
+        } else if typical > 0.0 && rng.random_bool(typical) {
             let name = *kind.typical_colours().choose(rng).expect("two colours");
             COLOURS
                 .iter()
@@ -107,7 +114,9 @@ impl Object {
             .expect("roofs"),
             _ => second,
         };
-        let pattern = if kind.shows_pattern() || kind == Kind::House {
+        let pattern = if style.own_colours {
+            Pattern::Plain
+        } else if kind.shows_pattern() || kind == Kind::House {
             match rng.random_range(0..5) {
                 0 | 1 => Pattern::Plain,
                 2 => Pattern::Stripes {
@@ -200,16 +209,14 @@ pub struct Rendered {
 impl Scene {
     /// A random scene whose every object keeps at least 40% of its pixels visible and is big
     /// enough to see, so every object a caption names is really in the picture.
-    /// Objects are of `kinds` only.
-    /// Objects are `object_scale` times their usual size.
-    pub fn random(
-        rng: &mut impl Rng,
-        size: usize,
-        typical_colours: f64,
-        kinds: &[Kind],
-        object_scale: f32,
-    ) -> Self {
-        let backdrop = Backdrop::random(rng);
+    /// Objects, backdrop and colours as `style` says.
+    pub fn random(rng: &mut impl Rng, size: usize, style: &Style) -> Self {
+        let kinds = &Kind::ALL[..style.kinds];
+        let backdrop = if style.plain_backdrop {
+            Backdrop::plain(rng)
+        } else {
+            Backdrop::random(rng)
+        };
         let min_pixels = (size * size) / 150;
         loop {
             let count = *[1, 1, 2, 2, 2, 3, 3, 4].choose(rng).expect("counts");
@@ -225,7 +232,7 @@ impl Scene {
             }
             let objects = drawn
                 .into_iter()
-                .map(|k| Object::random(rng, k, size, count, typical_colours, object_scale))
+                .map(|k| Object::random(rng, k, size, count, style))
                 .collect();
             let scene = Scene {
                 size,
@@ -313,7 +320,11 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(11);
         let (mut usual, mut all) = (0, 0);
         for _ in 0..300 {
-            for o in Scene::random(&mut rng, 96, typical, &Kind::ALL, 1.0).objects {
+            let style = Style {
+                typical_colours: typical,
+                ..Style::default()
+            };
+            for o in Scene::random(&mut rng, 96, &style).objects {
                 all += 1;
                 usual += o.kind.typical_colours().contains(&o.colour) as usize;
             }

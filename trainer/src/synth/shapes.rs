@@ -39,6 +39,23 @@ impl Kind {
     /// The two colours most objects of the kind come in (each colour is typical of two kinds),
     /// as bananas tend to be yellow: the colour narrows down what an object is, its shape
     /// decides. `synth --typical-colours` sets how often an object takes one of them.
+    /// The kind's colour of its own (no two kinds share one), for worlds where colour tells
+    /// the kind.
+    pub fn own_colour(self) -> &'static str {
+        match self {
+            Kind::Ball => "red",
+            Kind::Kite => "yellow",
+            Kind::House => "white",
+            Kind::Umbrella => "purple",
+            Kind::Clock => "black",
+            Kind::Cup => "blue",
+            Kind::Bottle => "green",
+            Kind::Boat => "brown",
+            Kind::Car => "grey",
+            Kind::Flower => "pink",
+        }
+    }
+
     pub fn typical_colours(self) -> [&'static str; 2] {
         match self {
             Kind::Ball => ["red", "white"],
