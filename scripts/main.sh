@@ -3,11 +3,11 @@
 #  1. installs what it needs: the pretrained MiniLM text encoder (PyPI), the wasm toolchain
 #     (trunk, wasm-bindgen-cli from crates.io; wasm-opt from npm);
 #  2. `ovseg synth` writes a caption world: 2000 training pictures with captions, 100 held-out
-#     pictures with pixel-exact ground truth in the PASCAL VOC layout. Objects come in their
-#     kinds' typical colours and captions name the objects, their counts and how they stand
-#     (no colour or place words): with those words, matching captions never needed the objects
-#     (docs/demo-experiments.md);
-#  3. trains stage 1 and stage 2 of the recipe (configs/demo-*.json) from captions alone;
+#     pictures with pixel-exact ground truth in the PASCAL VOC layout; the world, the model and
+#     the recipes are those of configs/experiments/main-job.json (OVSEG_REGIME), the regime
+#     docs/experiments.md found best: flat backdrops, one colour per kind, captions naming the
+#     objects, their counts and how they stand; grouping after two blocks and none after it;
+#  3. trains stage 1 and stage 2 of that regime from captions alone;
 #  4. scores zero-shot mIoU on the held-out split next to the image-level baseline, with the
 #     caption words and with synonyms no caption contains;
 #  5. exports the browser model, builds the page and serves it on 127.0.0.1 with that model and
@@ -17,6 +17,7 @@
 #   OVSEG_OUT=out/demo   where everything goes
 #   PORT=8080            the port it serves on
 #   OVSEG_BIN=path       use this ovseg binary instead of building the release one
+#   OVSEG_REGIME=file    another experiment file (world, model, recipes) to run
 #   --no-serve           stop once the site is built
 #   --smoke              the same steps at toy size (200 pairs, a few training steps): the test
 #                        command's check that the whole job runs; its model is not meant to segment
@@ -28,13 +29,14 @@ export PATH="$HOME/.cargo/bin:$root/tests/browser/node_modules/.bin:$PATH"
 out="${OVSEG_OUT:-out/demo}"
 port="${PORT:-8080}"
 serve=1
+smoke=0
 train_pairs=2000
 val_pictures=100
 steps=()
 for arg in "$@"; do
   case "$arg" in
     --no-serve) serve=0 ;;
-    --smoke) serve=0 train_pairs=200 val_pictures=8 steps=(--max-steps 4) ;;
+    --smoke) serve=0 smoke=1 train_pairs=200 val_pictures=8 steps=(--max-steps 4) ;;
     *) echo "usage: $0 [--no-serve] [--smoke]" >&2; exit 2 ;;
   esac
 done
@@ -58,8 +60,24 @@ fi
 ovseg="$out/ovseg"
 
 echo "== the caption world"
-"$ovseg" synth --out "$out/world" --train "$train_pairs" --val "$val_pictures" --size 128 --seed 0 --examples 8 \
-  --typical-colours 1 --detail 0
+# The regime (world, model, recipes) is one experiment file, the one docs/experiments.md found
+# best; scripts/experiment.py trains the same file over seeds.
+regime="${OVSEG_REGIME:-configs/experiments/main-job.json}"
+python3 scripts/experiment.py "$regime" --materialise "$out/regime"
+world_args=()
+while read -r arg; do world_args+=("$arg"); done <"$out/regime/synth.args"
+train_args=()
+while read -r arg; do train_args+=("$arg"); done <"$out/regime/train.args"
+if [ "$smoke" = 1 ]; then
+  # Toy size: the same world with fewer pictures.
+  for i in "${!world_args[@]}"; do
+    case "${world_args[$i]}" in
+      --train) world_args[i + 1]=$train_pairs ;;
+      --val) world_args[i + 1]=$val_pictures ;;
+    esac
+  done
+fi
+"$ovseg" synth --out "$out/world" "${world_args[@]}"
 data="$out/world/train/meta.jsonl"
 
 # What a stage is trained from: the world, its arguments, the files they name and the inputs of
@@ -98,9 +116,10 @@ train() {
   "$ovseg" train --out "$dir" --data "$data" "$@" "${steps[@]}" "${resume[@]}"
 }
 echo "== stage 1: matching and masked-entity losses (MiniLM frozen)"
-train "$out/stage1" --recipe configs/demo-stage1.json --model configs/demo-model.json --bert "$minilm"
+train "$out/stage1" --recipe "$out/regime/stage1.json" --model "$out/regime/model.json" \
+  --bert "$minilm" "${train_args[@]}"
 echo "== stage 2: adds the cross-image mask consistency"
-train "$out/stage2" --recipe configs/demo-stage2.json --init "$out/stage1/model.mpk"
+train "$out/stage2" --recipe "$out/regime/stage2.json" --init "$out/stage1/model.mpk" "${train_args[@]}"
 model="$out/stage2/model.mpk"
 
 echo "== zero-shot segmentation of the held-out pictures"
