@@ -86,18 +86,42 @@ fn segmentation_emerges_from_captions_in_the_learning_check() {
     let data = world.join("train/meta.jsonl");
     let recipe = recipe(&experiment, &dir);
     let minilm = minilm_dir();
-    ovseg(&[
-        "train", "--quiet", "--out", s(&run), "--data", s(&data), "--recipe", s(&recipe),
-        "--model", s(&model), "--bert", s(&minilm),
-    ]
-    .map(String::from));
+    ovseg(
+        &[
+            "train",
+            "--quiet",
+            "--out",
+            s(&run),
+            "--data",
+            s(&data),
+            "--recipe",
+            s(&recipe),
+            "--model",
+            s(&model),
+            "--bert",
+            s(&minilm),
+        ]
+        .map(String::from),
+    );
     let report = dir.join("eval.json");
     let (root, classes) = (world.join("val"), world.join("val/classes.txt"));
-    ovseg(&[
-        "eval", "--model", s(&run.join("model.mpk")), "--dataset", "voc", "--root", s(&root),
-        "--classes", s(&classes), "--baseline", "--out", s(&report),
-    ]
-    .map(String::from));
+    ovseg(
+        &[
+            "eval",
+            "--model",
+            s(&run.join("model.mpk")),
+            "--dataset",
+            "voc",
+            "--root",
+            s(&root),
+            "--classes",
+            s(&classes),
+            "--baseline",
+            "--out",
+            s(&report),
+        ]
+        .map(String::from),
+    );
     let scores: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     let segmentation = scores["segmentation"]["fg_miou"].as_f64().unwrap();

@@ -23,9 +23,18 @@ pub enum Surface {
 /// Flat backdrop colours, each far from every object colour (`scene::COLOURS`), with the
 /// phrases captions name them by (no colour word of an object, no entity word).
 pub const PLAIN: [([f32; 3], [&str; 2]); 3] = [
-    ([70.0, 160.0, 160.0], ["on a teal background", "against a teal backdrop"]),
-    ([220.0, 200.0, 160.0], ["on a beige background", "against a beige backdrop"]),
-    ([95.0, 120.0, 75.0], ["on an olive background", "against an olive backdrop"]),
+    (
+        [70.0, 160.0, 160.0],
+        ["on a teal background", "against a teal backdrop"],
+    ),
+    (
+        [220.0, 200.0, 160.0],
+        ["on a beige background", "against a beige backdrop"],
+    ),
+    (
+        [95.0, 120.0, 75.0],
+        ["on an olive background", "against an olive backdrop"],
+    ),
 ];
 
 impl Surface {

@@ -229,4 +229,43 @@ mod tests {
         let c = sample(4, Split::Val, 5, 64, Style::default());
         assert_ne!(sample(3, Split::Val, 5, 64, Style::default()).rgb, c.rgb);
     }
+
+    #[test]
+    fn the_plain_world_has_flat_backdrops_named_by_their_colour() {
+        let style = Style {
+            detail: 0.0,
+            plain_backdrop: true,
+            own_colours: true,
+            place: Some(1.0),
+            ..Style::default()
+        };
+        for index in 0..40 {
+            let s = sample(5, Split::Train, index, 64, style);
+            // Every backdrop pixel is the one flat colour the caption names.
+            let backdrop: Vec<[u8; 3]> = s
+                .labels
+                .iter()
+                .zip(s.rgb.chunks(3))
+                .filter(|(&l, _)| l == 0)
+                .map(|(_, c)| [c[0], c[1], c[2]])
+                .collect();
+            let (colour, phrases) = backgrounds::PLAIN
+                .iter()
+                .find(|(c, _)| c.map(|v| v as u8) == backdrop[0])
+                .expect("a plain colour");
+            assert!(backdrop.iter().all(|p| *p == colour.map(|v| v as u8)));
+            assert!(
+                phrases.iter().any(|p| s.caption.contains(p)),
+                "{}",
+                s.caption
+            );
+        }
+        // Without --place and with detail 0 the backdrop goes unsaid.
+        let quiet = Style {
+            place: None,
+            ..style
+        };
+        let s = sample(5, Split::Train, 0, 64, quiet);
+        assert!(!s.caption.contains("background"), "{}", s.caption);
+    }
 }

@@ -56,13 +56,7 @@ fn jitter(rng: &mut impl Rng, c: [f32; 3], amount: f32) -> [f32; 3] {
 impl Object {
     /// `typical`: the probability that the object takes one of its kind's typical colours
     /// rather than any colour.
-    fn random(
-        rng: &mut impl Rng,
-        kind: Kind,
-        size: usize,
-        count: usize,
-        style: &Style,
-    ) -> Self {
+    fn random(rng: &mut impl Rng, kind: Kind, size: usize, count: usize, style: &Style) -> Self {
         let (typical, object_scale) = (style.typical_colours, style.object_scale);
         let s = size as f32;
         // The object's extent (twice `scale`) is 15-55% of the side, smaller when crowded,
@@ -343,6 +337,29 @@ mod tests {
         let (usual, all) = colours_drawn(0.5);
         let share = usual as f64 / all as f64;
         assert!((0.5..0.7).contains(&share), "{usual} of {all}");
+    }
+
+    #[test]
+    fn own_colours_give_every_kind_its_one_colour_without_patterns() {
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        let style = Style {
+            own_colours: true,
+            ..Style::default()
+        };
+        for _ in 0..100 {
+            for o in Scene::random(&mut rng, 96, &style).objects {
+                assert_eq!(o.colour, o.kind.own_colour());
+                assert!(matches!(o.pattern, Pattern::Plain));
+            }
+        }
+        let mut colours: Vec<&str> = Kind::ALL.iter().map(|k| k.own_colour()).collect();
+        colours.sort_unstable();
+        colours.dedup();
+        assert_eq!(
+            colours.len(),
+            Kind::ALL.len(),
+            "no two kinds share a colour"
+        );
     }
 
     #[test]
