@@ -246,18 +246,17 @@ def main():
         sys.exit(f"error: no ovseg binary at {ovseg} (cargo build --release -p ovseg-trainer)")
     if not args.report:
         # A copy of its own: a rebuild while this runs must not change the binary mid-run.
-        copy = out_bin = Path(args.out) / ".bin" / f"ovseg.{os.getpid()}"
+        copy = Path(args.out) / ".bin" / f"ovseg.{os.getpid()}"
         copy.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ovseg, copy)
-        ovseg = str(out_bin)
+        ovseg = str(copy)
     seeds = [int(s) for s in args.seeds.split(",")]
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     out = Path(args.out)
     summaries = []
     for file in args.experiments:
         name = Path(file).stem
-        exp = load_json(str(Path(file).resolve().relative_to(ROOT)) if Path(file).is_absolute()
-                        else file)
+        exp = load_json(str(Path(file).resolve().relative_to(ROOT)))
         folder = out / name
         if args.report:
             runs = [json.loads(f.read_text()) for f in sorted(folder.glob("seed-*/scores.json"))]
