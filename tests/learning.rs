@@ -42,49 +42,36 @@ fn ovseg(args: &[String]) {
     );
 }
 
-/// `ovseg synth` arguments from the experiment's `world` object (true: a bare flag).
-fn synth_args(world: &serde_json::Value, out: &Path) -> Vec<String> {
-    let mut args = vec!["synth".into(), "--out".into(), s(out).into()];
-    let options = world.as_object().expect("world is an object");
-    for (key, value) in options {
-        match value {
-            serde_json::Value::Bool(true) => args.push(format!("--{key}")),
-            serde_json::Value::Bool(false) => {}
-            serde_json::Value::String(v) => args.extend([format!("--{key}"), v.clone()]),
-            v => args.extend([format!("--{key}"), v.to_string()]),
-        }
-    }
-    args
-}
-
-/// The stage-1 recipe of the experiment with the test's seed.
-fn recipe(experiment: &serde_json::Value, dir: &Path) -> PathBuf {
-    let stage = &experiment["stage1"];
-    let file = repo().join(stage["recipe"].as_str().expect("stage1.recipe is a file"));
-    let mut recipe: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
-    for (key, value) in stage.as_object().unwrap() {
-        if key != "recipe" {
-            recipe[key] = value.clone();
-        }
-    }
-    recipe["seed"] = SEED.into();
-    let path = dir.join("stage1.json");
-    std::fs::write(&path, recipe.to_string()).unwrap();
-    path
+/// The experiment as `scripts/experiment.py --materialise` writes it for `SEED` (the runner's
+/// own reading of the file, so the test trains exactly what the runner trains): synth options,
+/// model.json and stage1.json in `dir`.
+fn materialise(dir: &Path) -> Vec<String> {
+    let out = Command::new("python3")
+        .arg(repo().join("scripts/experiment.py"))
+        .arg(repo().join(EXPERIMENT))
+        .args(["--seeds", &SEED.to_string(), "--materialise", s(dir)])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "experiment.py --materialise failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let args = std::fs::read_to_string(dir.join("synth.args")).unwrap();
+    args.lines().map(String::from).collect()
 }
 
 #[test]
 fn segmentation_emerges_from_captions_in_the_learning_check() {
-    let experiment: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(repo().join(EXPERIMENT)).unwrap()).unwrap();
     let dir = scratch("learning");
+    let regime = dir.join("regime");
     let world = dir.join("world");
-    ovseg(&synth_args(&experiment["world"], &world));
-    let model = repo().join(experiment["model"].as_str().expect("model is a file"));
+    let mut synth = vec!["synth".to_string(), "--out".into(), s(&world).into()];
+    synth.extend(materialise(&regime));
+    ovseg(&synth);
+    let (model, recipe) = (regime.join("model.json"), regime.join("stage1.json"));
     let run = dir.join("run");
     let data = world.join("train/meta.jsonl");
-    let recipe = recipe(&experiment, &dir);
     let minilm = minilm_dir();
     ovseg(
         &[
