@@ -363,14 +363,11 @@ fn export_web_writes_a_small_model_and_the_preset_embeddings() {
         "cat, sky, grass",
     ]);
     assert!(stdout.contains("classes.json"), "{stdout}");
-    for f in [
-        "image.ovsegpack",
-        "text.ovsegpack",
-        "tokenizer.json",
-        "classes.json",
-    ] {
+    for f in ["image.ovsegpack", "text.ovsegpack", "classes.json"] {
         assert!(out.join(f).is_file(), "{f} written");
     }
+    // The tokenizer travels in the text pack (a BERT model's: the built-in one, not repeated).
+    assert!(!out.join("tokenizer.json").exists());
     let size = |f: &str| std::fs::metadata(out.join(f)).unwrap().len();
     let full = std::fs::metadata(&model).unwrap().len();
     let small = size("image.ovsegpack") + size("text.ovsegpack");
@@ -561,4 +558,94 @@ fn segment_prints_a_share_link_holding_the_label_map() {
         "javascript:alert(1)",
     ]);
     assert!(e.contains("scheme"), "{e}");
+}
+
+/// The second released model's kind (ViT-S + RoBERTa, `reference-roberta`): `convert
+/// --tokenizer` stores the byte-level BPE tokenizer in the model file, and `segment` with that
+/// file alone gives the reference's label map. A model and a tokenizer or configuration of the
+/// other kind are refused.
+#[test]
+fn roberta_model_converts_with_its_tokenizer_and_segments() {
+    let dir = scratch("roberta");
+    let roberta = fixtures_dir().join("reference-roberta");
+    let (checkpoint, config) = (roberta.join("checkpoint.pth"), roberta.join("model.json"));
+    let tokenizer = roberta.join("tokenizer.json");
+    let bert_tokenizer = fixtures_dir().join("minilm/tokenizer.json");
+    let model = dir.join("roberta.ovseg");
+    let convert = |config: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "convert",
+            "--checkpoint",
+            s(&checkpoint),
+            "--config",
+            s(config),
+            "--out",
+            s(&model),
+        ];
+        args.extend(extra);
+        args.iter().map(|a| a.to_string()).collect::<Vec<String>>()
+    };
+    let run_fails = |args: Vec<String>| fails(&args.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let e = run_fails(convert(&config, &[]));
+    assert!(e.contains("pad") && e.contains("--tokenizer"), "{e}");
+    let e = run_fails(convert(&config, &["--tokenizer", s(&bert_tokenizer)]));
+    assert!(e.contains("pads with [PAD] (id 0)"), "{e}");
+    // BERT's configuration on RoBERTa weights (and the reverse): named tensors do not fit.
+    let e = run_fails(convert(&tiny_dir().join("model.json"), &[]));
+    assert!(e.contains("shape mismatch"), "{e}");
+    let e = fails(&[
+        "convert",
+        "--checkpoint",
+        s(&tiny_dir().join("checkpoint.pth")),
+        "--config",
+        s(&config),
+        "--tokenizer",
+        s(&tokenizer),
+        "--out",
+        s(&dir.join("x.ovseg")),
+    ]);
+    assert!(e.contains("shape mismatch"), "{e}");
+    assert!(!model.exists(), "nothing written by a refused conversion");
+
+    let args = convert(&config, &["--tokenizer", s(&tokenizer)]);
+    let stdout = ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(stdout.contains("wrote"), "{stdout}");
+    let mask = dir.join("mask.png");
+    ok(&[
+        "segment",
+        "--model",
+        s(&model),
+        "--image",
+        s(&roberta.join("seg_image.png")),
+        "--labels",
+        VOC,
+        "--out-mask",
+        s(&mask),
+    ]);
+    let (labels, w, h) = read_mask(&mask);
+    assert_eq!((w, h), (672, 448));
+    let expected: Vec<u32> = Fixture::open(roberta.join("outputs.safetensors"))
+        .f32s("seg_pred_slide")
+        .iter()
+        .map(|&v| v as u32)
+        .collect();
+    let differing = labels.iter().zip(&expected).filter(|(a, b)| a != b).count();
+    assert!(
+        differing * 2000 <= expected.len(),
+        "{differing} pixels differ from seg_pred_slide"
+    );
+    // The stored tokenizer cannot be swapped for BERT's.
+    let e = fails(&[
+        "segment",
+        "--model",
+        s(&model),
+        "--tokenizer",
+        s(&bert_tokenizer),
+        "--image",
+        s(&roberta.join("seg_image.png")),
+        "--labels",
+        "cat",
+    ]);
+    assert!(e.contains("minilm/tokenizer.json"), "{e}");
 }

@@ -230,12 +230,8 @@ async function loadModel(source, announce = true) {
   state.timings.bytes = bytes.byteLength;
   const isPack = packPart(bytes) === 'image';
   if (typeof source === 'string') {
-    // `ovseg export-web` writes these beside the model; plain `ovseg convert` output has neither.
-    // An image pack's tokenizer comes with its text part, when that is needed.
-    if (!isPack) {
-      const tok = await optional(new URL('tokenizer.json', new URL(source, location.href)));
-      if (tok) tokenizer = await tok.arrayBuffer();
-    }
+    // `ovseg export-web` writes this beside the model; plain `ovseg convert` output has none.
+    // The tokenizer travels inside the model file, or inside an image pack's text part.
     const cls = await optional(new URL('classes.json', new URL(source, location.href)));
     if (cls) classes = await cls.json().catch(() => null);
   }
@@ -275,10 +271,6 @@ async function loadText() {
     const got = await fetchWithProgress(new URL('text.ovsegpack', base).href);
     weights = got.bytes;
     state.timings.textCached = got.cached;
-    if (!tokenizer) {
-      const tok = await optional(new URL('tokenizer.json', base));
-      if (tok) tokenizer = await tok.arrayBuffer();
-    }
   } else {
     throw new Error('this model file is only the image part of an export: choose its text.ovsegpack too, or pick a preset vocabulary');
   }

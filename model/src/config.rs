@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::OvsegError;
+use crate::text::CONTEXT_LENGTH;
 
 /// GroupViT image encoder (SPEC section 1).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -40,9 +41,32 @@ pub struct ImageConfig {
     pub segment_window: Option<usize>,
 }
 
-/// BERT text encoder (SPEC section 2). Accepts a HuggingFace `config.json` as it is.
+/// Which HuggingFace text model the text encoder is: `model_type` of its `config.json`.
+/// The two share the transformer; they differ in position ids, special tokens and defaults
+/// (`text/bert.rs`, `text/roberta.rs`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TextModelType {
+    #[default]
+    Bert,
+    Roberta,
+}
+
+impl TextModelType {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Bert => "bert",
+            Self::Roberta => "roberta",
+        }
+    }
+}
+
+/// The text encoder (SPEC section 2): a HuggingFace BERT or RoBERTa `config.json` read as it
+/// is (unknown fields ignored; a missing `model_type` is BERT).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TextConfig {
+    #[serde(default)]
+    pub model_type: TextModelType,
     #[serde(default = "defaults::vocab_size")]
     pub vocab_size: usize,
     pub hidden_size: usize,
@@ -164,6 +188,7 @@ impl TextConfig {
 
     fn bert(hidden: usize, layers: usize, heads: usize, intermediate: usize) -> Self {
         Self {
+            model_type: TextModelType::Bert,
             vocab_size: 30522,
             hidden_size: hidden,
             num_hidden_layers: layers,
@@ -176,9 +201,18 @@ impl TextConfig {
         }
     }
 
-    /// Reads a HuggingFace BERT `config.json` (unknown fields ignored).
+    /// Reads a HuggingFace BERT or RoBERTa `config.json` (unknown fields ignored).
     pub fn from_hf_json(json: &str) -> Result<Self, OvsegError> {
-        serde_json::from_str(json).map_err(|e| OvsegError::Config(format!("BERT config: {e}")))
+        serde_json::from_str(json).map_err(|e| OvsegError::Config(format!("text config: {e}")))
+    }
+
+    /// Position-table rows the text encoder needs for [`CONTEXT_LENGTH`] tokens: RoBERTa
+    /// numbers positions from `pad_token_id + 1` (`text/roberta.rs`).
+    pub fn positions_needed(&self) -> usize {
+        match self.model_type {
+            TextModelType::Bert => CONTEXT_LENGTH,
+            TextModelType::Roberta => CONTEXT_LENGTH + self.pad_token_id + 1,
+        }
     }
 }
 
@@ -186,6 +220,18 @@ impl OvsegConfig {
     /// The paper's model: ViT-B/16 GroupViT + bert-base-uncased.
     pub fn paper() -> Self {
         Self::with(ImageConfig::vit_base(), TextConfig::bert_base())
+    }
+
+    /// The second released model: ViT-S/16 GroupViT + roberta-base (44.5 mIoU on PASCAL VOC).
+    pub fn vits_roberta() -> Self {
+        Self::with(ImageConfig::vit_small(), TextConfig::roberta_base())
+    }
+
+    /// The seed's third row: the paper's model with 16 output groups instead of 8.
+    pub fn paper_16_groups() -> Self {
+        let mut config = Self::paper();
+        config.image.num_output_groups = vec![16];
+        config
     }
 
     /// A small model: ViT-S/16 GroupViT + MiniLM-L6 (hidden 384).
@@ -221,14 +267,26 @@ impl OvsegConfig {
         }
     }
 
-    /// A named preset: `paper` or `vits-minilm`.
+    /// The named presets, for `--preset` and help texts.
+    pub const PRESETS: [&'static str; 5] = [
+        "paper",
+        "vits-roberta",
+        "paper-16-groups",
+        "vits-minilm",
+        "tiny",
+    ];
+
+    /// A named preset (one of [`Self::PRESETS`]).
     pub fn preset(name: &str) -> Result<Self, OvsegError> {
         match name {
             "paper" => Ok(Self::paper()),
+            "vits-roberta" => Ok(Self::vits_roberta()),
+            "paper-16-groups" => Ok(Self::paper_16_groups()),
             "vits-minilm" => Ok(Self::vits_minilm()),
             "tiny" => Ok(Self::tiny()),
             other => Err(OvsegError::Config(format!(
-                "unknown preset '{other}' (known: paper, vits-minilm, tiny)"
+                "unknown preset '{other}' (known: {})",
+                Self::PRESETS.join(", ")
             ))),
         }
     }
@@ -306,6 +364,21 @@ impl OvsegConfig {
             || t.max_position_embeddings == 0
         {
             return fail("output_dim, proj_inner_dim, text.vocab_size and text.max_position_embeddings must be positive".into());
+        }
+        if t.pad_token_id >= t.vocab_size || t.type_vocab_size == 0 {
+            return fail(format!(
+                "text.pad_token_id {} must be below text.vocab_size {}, and text.type_vocab_size positive",
+                t.pad_token_id, t.vocab_size
+            ));
+        }
+        if t.max_position_embeddings < t.positions_needed() {
+            return fail(format!(
+                "text.max_position_embeddings {} is too few for {} tokens of a {} text encoder (needs {})",
+                t.max_position_embeddings,
+                CONTEXT_LENGTH,
+                t.model_type.name(),
+                t.positions_needed()
+            ));
         }
         Ok(())
     }

@@ -154,6 +154,9 @@ struct Header {
     part: Part,
     storage: String,
     config: OvsegConfig,
+    /// The text part's `tokenizer.json`; absent for the built-in uncased BERT one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tokenizer: Option<String>,
     tensors: Vec<Entry>,
 }
 
@@ -172,12 +175,13 @@ pub fn is_pack(bytes: &[u8]) -> bool {
 }
 
 /// Serialises one part of an inference model (momentum encoder and training heads are never
-/// written).
+/// written). The text part carries the model's tokenizer (`TextTokenizer::stored_json`).
 pub fn write_pack<B: Backend>(
     model: &OvSegmentor<B>,
     config: &OvsegConfig,
     part: Part,
     storage: Storage,
+    tokenizer: Option<&str>,
 ) -> Result<Vec<u8>, OvsegError> {
     let mut tensors = Vec::new();
     let mut data = Vec::new();
@@ -199,6 +203,10 @@ pub fn write_pack<B: Backend>(
         part,
         storage: storage.name().into(),
         config: config.clone(),
+        tokenizer: (part == Part::Text)
+            .then_some(tokenizer)
+            .flatten()
+            .map(str::to_string),
         tensors,
     };
     let json = serde_json::to_vec(&header).expect("pack header serialises");
@@ -344,6 +352,11 @@ impl Pack {
 
     pub fn part(&self) -> Part {
         self.header.part
+    }
+
+    /// The `tokenizer.json` a text pack carries (`None`: the built-in uncased BERT one).
+    pub fn tokenizer(&self) -> Option<&str> {
+        self.header.tokenizer.as_deref()
     }
 
     pub fn config(&self) -> &OvsegConfig {
@@ -580,8 +593,8 @@ mod tests {
             (Storage::Int6, 0.5 / 31.0 + 1e-3),
             (Storage::Int8Mlp6, 0.5 / 31.0 + 1e-3),
         ] {
-            let image = write_pack(&model, &config, Part::Image, storage).unwrap();
-            let text = write_pack(&model, &config, Part::Text, storage).unwrap();
+            let image = write_pack(&model, &config, Part::Image, storage, None).unwrap();
+            let text = write_pack(&model, &config, Part::Text, storage, None).unwrap();
             let image = Pack::from_bytes(image, "image.pack").unwrap();
             let text = Pack::from_bytes(text, "text.pack").unwrap();
             let back = image.init_model::<NdArray>(&device).unwrap();
@@ -596,7 +609,7 @@ mod tests {
         let device = Default::default();
         let config = tiny();
         let model = config.init::<NdArray>(&device);
-        let bytes = write_pack(&model, &config, Part::Image, Storage::F16).unwrap();
+        let bytes = write_pack(&model, &config, Part::Image, Storage::F16, None).unwrap();
         let back = Pack::from_bytes(bytes, "image.pack")
             .unwrap()
             .init_model::<NdArray>(&device)
@@ -620,6 +633,7 @@ mod tests {
                     part: Part::Image,
                     storage: "int8".into(),
                     config: tiny(),
+                    tokenizer: None,
                     tensors: vec![],
                 },
                 bytes,
@@ -651,7 +665,7 @@ mod tests {
         let device = Default::default();
         let config = tiny();
         let model = config.init::<NdArray>(&device);
-        let bytes = write_pack(&model, &config, Part::Image, Storage::Int8).unwrap();
+        let bytes = write_pack(&model, &config, Part::Image, Storage::Int8, None).unwrap();
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (b"not a pack".to_vec(), "no OVSEGPAK signature"),
             (bytes[..10].to_vec(), "truncated"),
@@ -683,7 +697,7 @@ mod tests {
                 "{e}"
             );
         }
-        let text = write_pack(&model, &config, Part::Text, Storage::F16).unwrap();
+        let text = write_pack(&model, &config, Part::Text, Storage::F16, None).unwrap();
         let e = Pack::from_bytes(text, "text.ovsegpack")
             .unwrap()
             .init_model::<NdArray>(&device)

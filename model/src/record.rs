@@ -32,6 +32,9 @@ pub struct Manifest {
     pub precision: String,
     pub momentum_encoder: bool,
     pub training_heads: bool,
+    /// The model's `tokenizer.json`; absent for the built-in uncased BERT one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<String>,
 }
 
 /// Storage precision of the weights.
@@ -54,6 +57,7 @@ impl Manifest {
     pub fn describe<B: Backend>(
         model: &OvSegmentor<B>,
         config: &OvsegConfig,
+        tokenizer: Option<&str>,
         precision: Precision,
     ) -> Self {
         Self {
@@ -62,6 +66,7 @@ impl Manifest {
             precision: precision.name().into(),
             momentum_encoder: model.img_encoder_momentum.is_some(),
             training_heads: model.has_training_heads(),
+            tokenizer: tokenizer.map(str::to_string),
         }
     }
 
@@ -79,13 +84,14 @@ impl Manifest {
     }
 }
 
-/// Serialises a model and its manifest.
+/// Serialises a model, its manifest and its tokenizer (`TextTokenizer::stored_json`).
 pub fn model_to_bytes<B: Backend>(
     model: OvSegmentor<B>,
     config: &OvsegConfig,
+    tokenizer: Option<&str>,
     precision: Precision,
 ) -> Result<Vec<u8>, OvsegError> {
-    let manifest = Manifest::describe(&model, config, precision);
+    let manifest = Manifest::describe(&model, config, tokenizer, precision);
     let record = OvsegRecord {
         manifest: serde_json::to_string(&manifest).expect("manifest serialises"),
         model: model.into_record(),
@@ -201,7 +207,7 @@ mod tests {
         let model = config.init::<NdArray>(&device);
         let reference = model.logit_scale.val().into_data();
         for precision in [Precision::Full, Precision::Half] {
-            let bytes = model_to_bytes(model.clone(), &config, precision).unwrap();
+            let bytes = model_to_bytes(model.clone(), &config, None, precision).unwrap();
             let (back, manifest) = model_from_bytes::<NdArray>(bytes, "mem", &device).unwrap();
             assert_eq!(manifest.config, config);
             assert!(manifest.training_heads && manifest.momentum_encoder);
@@ -220,7 +226,7 @@ mod tests {
                 .assert_approx_eq::<f32>(&reference, burn::tensor::Tolerance::absolute(1e-2));
         }
         let inference = model.into_inference();
-        let bytes = model_to_bytes(inference, &config, Precision::Full).unwrap();
+        let bytes = model_to_bytes(inference, &config, None, Precision::Full).unwrap();
         let (back, manifest) = model_from_bytes::<NdArray>(bytes, "mem", &device).unwrap();
         assert!(!manifest.training_heads && back.bridge_projector.is_none());
     }

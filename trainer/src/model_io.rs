@@ -32,16 +32,26 @@ fn is_pth(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Loads what `ovseg convert` wrote, or a released `.pth` together with its `--config`.
+/// A model as the commands use it: weights, configuration and the tokenizer that goes with them.
+pub struct LoadedModel<B: Backend> {
+    pub model: OvSegmentor<B>,
+    pub config: OvsegConfig,
+    pub tokenizer: TextTokenizer,
+}
+
+/// Loads what `ovseg convert` or `ovseg export-web` wrote, or a released `.pth` together with
+/// its `--config`. The tokenizer is `tokenizer` when given, else the one stored with the model,
+/// else the built-in uncased BERT one; it must fit the model's text encoder.
 pub fn load_model<B: Backend>(
     path: &Path,
     config: Option<&Path>,
+    tokenizer: Option<&Path>,
     device: &B::Device,
-) -> Result<(OvSegmentor<B>, OvsegConfig)> {
+) -> Result<LoadedModel<B>> {
     if !path.is_file() {
         bail!("model file {} does not exist", path.display());
     }
-    if is_pth(path) {
+    let (model, stored, stored_tokenizer) = if is_pth(path) {
         let Some(config_path) = config else {
             bail!(
                 "{} is a PyTorch checkpoint: give its model configuration with --config",
@@ -50,35 +60,71 @@ pub fn load_model<B: Backend>(
         };
         let config = read_config(config_path)?;
         let (model, _) = load_checkpoint::<B>(path, &config, device)?;
-        return Ok((model, config));
-    }
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let (model, stored) = if is_pack(&bytes) {
-        load_packs::<B>(path, bytes, device)?
+        (model, config, None)
     } else {
-        let (model, manifest) = model_from_bytes::<B>(bytes, &path.display().to_string(), device)?;
-        (model, manifest.config)
-    };
-    if let Some(config_path) = config {
-        let given = read_config(config_path)?;
-        if given != stored {
-            bail!(
-                "--config {} differs from the configuration stored in {}",
-                config_path.display(),
-                path.display()
-            );
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let loaded = if is_pack(&bytes) {
+            load_packs::<B>(path, bytes, device)?
+        } else {
+            let (model, manifest) =
+                model_from_bytes::<B>(bytes, &path.display().to_string(), device)?;
+            (model, manifest.config, manifest.tokenizer)
+        };
+        if let Some(config_path) = config {
+            if read_config(config_path)? != loaded.1 {
+                bail!(
+                    "--config {} differs from the configuration stored in {}",
+                    config_path.display(),
+                    path.display()
+                );
+            }
         }
-    }
-    Ok((model, stored))
+        loaded
+    };
+    let (tokenizer, origin) = match tokenizer {
+        Some(file) => (
+            load_tokenizer(Some(file))?,
+            format!("tokenizer {}", file.display()),
+        ),
+        None => (
+            TextTokenizer::stored(stored_tokenizer.as_deref())
+                .with_context(|| format!("the tokenizer stored in {}", path.display()))?,
+            match stored_tokenizer {
+                Some(_) => format!("the tokenizer stored in {}", path.display()),
+                None => format!(
+                    "the built-in uncased BERT tokenizer ({} stores none; give the model's own with --tokenizer)",
+                    path.display()
+                ),
+            },
+        ),
+    };
+    check_tokenizer(&tokenizer, &stored, origin)?;
+    Ok(LoadedModel {
+        model,
+        config: stored,
+        tokenizer,
+    })
+}
+
+/// Refuses a tokenizer of another model (see `TextTokenizer::check_model`), naming where it
+/// came from.
+pub fn check_tokenizer(
+    tokenizer: &TextTokenizer,
+    config: &OvsegConfig,
+    origin: String,
+) -> Result<()> {
+    tokenizer.check_model(&config.text).with_context(|| origin)
 }
 
 /// The parts `ovseg export-web` writes: the image pack `path`, and the text pack
-/// [`TEXT_PACK`] beside it (every native command embeds class names).
+/// [`TEXT_PACK`] beside it (every native command embeds class names), which carries the
+/// tokenizer.
 fn load_packs<B: Backend>(
     path: &Path,
     bytes: Vec<u8>,
     device: &B::Device,
-) -> Result<(OvSegmentor<B>, OvsegConfig)> {
+) -> Result<(OvSegmentor<B>, OvsegConfig, Option<String>)> {
     let image = Pack::from_bytes(bytes, &path.display().to_string())?;
     let config = image.config().clone();
     let model = image.init_model::<B>(device)?;
@@ -96,7 +142,8 @@ fn load_packs<B: Backend>(
     if text.part() != Part::Text {
         bail!("{} is not a text pack", text_path.display());
     }
-    Ok((text.load_into(model, &config)?, config))
+    let tokenizer = text.tokenizer().map(str::to_string);
+    Ok((text.load_into(model, &config)?, config, tokenizer))
 }
 
 /// A `tokenizer.json` the user names, or the built-in uncased BERT one.
@@ -117,10 +164,12 @@ pub fn config_path_beside(model: &Path) -> PathBuf {
     model.with_extension("json")
 }
 
-/// Writes the model file atomically (temporary file, then rename) and its config beside it.
+/// Writes the model file atomically (temporary file, then rename), with its tokenizer inside,
+/// and its config beside it.
 pub fn save_model(
     model: OvSegmentor<Cpu>,
     config: &OvsegConfig,
+    tokenizer: &TextTokenizer,
     out: &Path,
     precision: Precision,
 ) -> Result<()> {
@@ -131,7 +180,7 @@ pub fn save_model(
             out.display()
         );
     }
-    let bytes = model_to_bytes(model, config, precision)?;
+    let bytes = model_to_bytes(model, config, tokenizer.stored_json(), precision)?;
     write_atomically(out, &bytes)?;
     write_atomically(&config_out, config.to_json().as_bytes())?;
     Ok(())

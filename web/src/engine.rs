@@ -51,6 +51,8 @@ pub struct Engine<B: Backend> {
     /// False while an image pack's text part has not been added.
     has_text: bool,
     tokenizer: TextTokenizer,
+    /// The caller chose the tokenizer: a text pack's own does not replace it.
+    tokenizer_given: bool,
     output_dim: usize,
     classes: HashMap<(Vec<String>, TemplateSet), Tensor<B, 2>>,
     device: B::Device,
@@ -59,37 +61,49 @@ pub struct Engine<B: Backend> {
 
 impl<B: Backend> Engine<B> {
     /// `model_file`: what `ovseg convert` or `ovseg export-web` wrote; `tokenizer`: a
-    /// HuggingFace `tokenizer.json`, or the built-in uncased BERT one.
+    /// HuggingFace `tokenizer.json` to use instead of the model's own (stored in a model file
+    /// and in a text pack; the built-in uncased BERT one when there is none).
     pub fn new(
         model_file: Vec<u8>,
         tokenizer: Option<&[u8]>,
         device: &B::Device,
     ) -> Result<Self, OvsegError> {
-        let (model, config, has_text) = if is_pack(&model_file) {
+        let (model, config, has_text, stored) = if is_pack(&model_file) {
             let pack = Pack::from_bytes(model_file, "model file")?;
             let model = pack.init_model::<B>(device)?;
-            (model, pack.config().clone(), false)
+            (model, pack.config().clone(), false, None)
         } else {
             let (model, manifest) = model_from_bytes::<B>(model_file, "model file", device)?;
-            (model.into_inference(), manifest.config, true)
+            (
+                model.into_inference(),
+                manifest.config,
+                true,
+                manifest.tokenizer,
+            )
         };
+        let tokenizer_given = tokenizer.is_some();
         let tokenizer = match tokenizer {
             Some(bytes) => TextTokenizer::from_bytes(bytes)?,
-            None => TextTokenizer::bert_base_uncased(),
+            None => TextTokenizer::stored(stored.as_deref())?,
         };
+        if has_text || tokenizer_given {
+            tokenizer.check_model(&config.text)?;
+        }
         Ok(Self {
             model,
             output_dim: config.output_dim,
             config,
             has_text,
             tokenizer,
+            tokenizer_given,
             classes: HashMap::new(),
             device: device.clone(),
             text_runs: 0,
         })
     }
 
-    /// Adds the text part of an image pack (and its tokenizer, if not the built-in one).
+    /// Adds the text part of an image pack with the tokenizer it carries (`tokenizer`: one to
+    /// use instead).
     pub fn add_text_weights(
         &mut self,
         text_pack: Vec<u8>,
@@ -102,10 +116,18 @@ impl<B: Backend> Engine<B> {
                 pack.part().name()
             )));
         }
-        let tokenizer = tokenizer.map(TextTokenizer::from_bytes).transpose()?;
+        let tokenizer = match tokenizer {
+            Some(bytes) => Some(TextTokenizer::from_bytes(bytes)?),
+            None if self.tokenizer_given => None,
+            None => Some(TextTokenizer::stored(pack.tokenizer())?),
+        };
+        if let Some(t) = &tokenizer {
+            t.check_model(&self.config.text)?;
+        }
         self.model = pack.load_into(self.model.clone(), &self.config)?;
         if let Some(tokenizer) = tokenizer {
             self.tokenizer = tokenizer;
+            self.tokenizer_given = true;
         }
         self.has_text = true;
         Ok(())

@@ -104,7 +104,8 @@ mod bindings {
     };
 
     /// Loads a model file (`ovseg convert` output, or `ovseg export-web`'s image pack) on `backend`
-    /// ("webgpu" or "cpu"). The caller checks that WebGPU has an adapter first.
+    /// ("webgpu" or "cpu"). The caller checks that WebGPU has an adapter first. `tokenizer`: a
+    /// `tokenizer.json` the user chose instead of the one the model carries.
     #[wasm_bindgen]
     pub async fn load(
         model: Vec<u8>,
@@ -209,7 +210,8 @@ mod bindings {
             .map_err(js_err)
         }
 
-        /// Adds the text weights of an image pack (`ovseg export-web`'s `text.ovsegpack`).
+        /// Adds the text weights of an image pack (`ovseg export-web`'s `text.ovsegpack`, which
+        /// carries the model's tokenizer; `tokenizer`: one the user chose instead).
         pub fn add_text_weights(
             &mut self,
             text_pack: Vec<u8>,

@@ -40,7 +40,13 @@ const VOC: &str = "aeroplane,bicycle,bird,boat,bottle,bus,car,cat,chair,cow,tabl
 fn engine_reproduces_the_reference_label_map_and_caches_words() {
     let device = Default::default();
     let config = ovseg_model::OvsegConfig::tiny();
-    let bytes = model_to_bytes(fixture_model(&config, &device), &config, Precision::Full).unwrap();
+    let bytes = model_to_bytes(
+        fixture_model(&config, &device),
+        &config,
+        None,
+        Precision::Full,
+    )
+    .unwrap();
     let mut engine = Engine::<NdArray>::new(bytes.clone(), None, &device).unwrap();
 
     let picture = image_rgba(&fixtures().join("seg_image.png"));
@@ -141,7 +147,7 @@ fn image_pack_first_text_pack_on_demand() {
     let device = Default::default();
     let config = ovseg_model::OvsegConfig::tiny();
     let model = fixture_model(&config, &device);
-    let whole = model_to_bytes(model.clone(), &config, Precision::Half).unwrap();
+    let whole = model_to_bytes(model.clone(), &config, None, Precision::Half).unwrap();
     let mut reference = Engine::<NdArray>::new(whole, None, &device).unwrap();
     let picture = image_rgba(&fixtures().join("seg_image.png"));
     let voc = Request {
@@ -161,8 +167,8 @@ fn image_pack_first_text_pack_on_demand() {
         .segment_rgba(&picture.0, picture.1, picture.2, &words)
         .unwrap();
 
-    let image = write_pack(&model, &config, Part::Image, Storage::F16).unwrap();
-    let text = write_pack(&model, &config, Part::Text, Storage::F16).unwrap();
+    let image = write_pack(&model, &config, Part::Image, Storage::F16, None).unwrap();
+    let text = write_pack(&model, &config, Part::Text, Storage::F16, None).unwrap();
     let mut engine = Engine::<NdArray>::new(image.clone(), None, &device).unwrap();
     assert!(!engine.has_text());
     // The preset's embeddings, as `ovseg export-web` precomputes them with the text encoder.

@@ -1,13 +1,16 @@
 //! Caption entities (SPEC section 4): words of the 100-word entity vocabulary, found after
 //! stripping possessives, lower-casing and reducing plurals to the vocabulary's singular, then
 //! mapped through the synonyms onto the 73 entity classes. From them: the question (entity
-//! words replaced by `[MASK]`) and the answer (a template prefix and the entities).
+//! words replaced by [`MASK_PLACEHOLDER`]) and the answer (a template prefix and the entities).
 
 use std::collections::HashMap;
 
 use crate::segmentation::Vocab;
 
-pub const MASK_TOKEN: &str = "[MASK]";
+/// Where a question hides an entity. The reference writes this literal for every text encoder;
+/// `TextTokenizer::encode_questions` puts the tokenizer's own mask token in its place (RoBERTa's
+/// `<mask>`), as a RoBERTa port must.
+pub const MASK_PLACEHOLDER: &str = "[MASK]";
 
 pub struct EntityVocab {
     /// Lower-cased vocabulary word -> entity class.
@@ -19,7 +22,7 @@ pub struct EntityVocab {
 pub struct CaptionEntities {
     /// Unique entity classes, in order of first appearance.
     pub classes: Vec<String>,
-    /// The caption with every entity word replaced by `[MASK]`.
+    /// The caption with every entity word replaced by [`MASK_PLACEHOLDER`].
     pub question: String,
 }
 
@@ -71,7 +74,7 @@ impl EntityVocab {
                         if !classes.iter().any(|c| c == class) {
                             classes.push(class.to_string());
                         }
-                        question.push_str(MASK_TOKEN);
+                        question.push_str(MASK_PLACEHOLDER);
                     }
                     None => question.push_str(w),
                 },

@@ -48,9 +48,17 @@ pub fn ignorable_checkpoint_key(key: &str) -> bool {
         || (key.starts_with("multimodal_groupingblock.") && key.contains(".assign."))
 }
 
+/// Keys of a HuggingFace BERT or RoBERTa checkpoint the text encoder does not use (the pooler,
+/// the masked-LM heads, saved position-id buffers).
 pub fn ignorable_bert_key(key: &str) -> bool {
-    let key = key.strip_prefix("bert.").unwrap_or(key);
-    key.starts_with("pooler.") || key.ends_with("position_ids") || key.starts_with("cls.")
+    let key = key
+        .strip_prefix("bert.")
+        .or_else(|| key.strip_prefix("roberta."))
+        .unwrap_or(key);
+    key.starts_with("pooler.")
+        || key.ends_with("position_ids")
+        || key.starts_with("cls.")
+        || key.starts_with("lm_head.")
 }
 
 /// How a checkpoint tensor becomes the burn parameter.

@@ -59,20 +59,21 @@ pub fn load_checkpoint<B: Backend>(
     Ok((model, report))
 }
 
-/// Loads HuggingFace BERT weights (`model.safetensors`, keys with or without a `bert.` prefix)
-/// into a text encoder built from the matching `config.json`.
+/// Loads HuggingFace BERT or RoBERTa weights (`model.safetensors`, keys with or without a
+/// `bert.`/`roberta.` prefix) into a text encoder built from the matching `config.json`.
 pub fn load_hf_bert<B: Backend>(
     weights: &Path,
     config: &TextConfig,
     device: &B::Device,
 ) -> Result<(TextEncoder<B>, ImportReport), OvsegError> {
     let source = SafetensorsSource::open(weights)?;
-    let prefixed = source.keys().iter().any(|k| k.starts_with("bert."));
+    let prefix = format!("{}.", config.model_type.name());
+    let prefixed = source.keys().iter().any(|k| k.starts_with(&prefix));
     let mut encoder = config.init::<B>(device);
     let key = |path: &str| {
         let k = mapping::torch_key(path);
         let k = k.strip_prefix("transformer.").unwrap_or(&k).to_string();
-        Some(if prefixed { format!("bert.{k}") } else { k })
+        Some(if prefixed { format!("{prefix}{k}") } else { k })
     };
     let report = load_module(
         &mut encoder,
@@ -157,26 +158,31 @@ pub fn load_module<B: Backend, M: ModuleSnapshot<B> + Module<B>>(
         }
     }
     if !(missing.is_empty() && mismatched.is_empty() && unexpected.is_empty()) {
-        let mut message = String::from("does not match the model configuration");
+        // One line: the first few of each kind, the first mismatch first.
+        let mut parts = Vec::new();
         for (title, list) in [
-            ("missing", &missing),
             ("shape mismatch", &mismatched),
+            ("missing", &missing),
             ("unexpected", &unexpected),
         ] {
             if !list.is_empty() {
-                let shown: Vec<&str> = list.iter().take(12).map(String::as_str).collect();
+                let shown: Vec<&str> = list.iter().take(4).map(String::as_str).collect();
                 let more = if list.len() > shown.len() {
                     format!(", ... and {} more", list.len() - shown.len())
                 } else {
                     String::new()
                 };
-                message.push_str(&format!(
-                    "\n  {title} ({}): {}{more}",
+                parts.push(format!(
+                    "{title} ({}): {}{more}",
                     list.len(),
                     shown.join(", ")
                 ));
             }
         }
+        let message = format!(
+            "does not match the model configuration: {}",
+            parts.join("; ")
+        );
         return Err(OvsegError::Checkpoint {
             path: origin.into(),
             message,

@@ -1,11 +1,12 @@
 //! HuggingFace `BertModel` (post-norm, GELU erf, token type 0, padding masked), with field names
 //! that mirror `text_encoder.transformer.*` (`LayerNorm` -> `layer_norm`, `self` -> `self_attn`).
+//! `RobertaModel` has the same modules and names; its position ids are in `roberta.rs`.
 
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::gelu;
 
-use crate::config::TextConfig;
+use crate::config::{TextConfig, TextModelType};
 use crate::nn::{autocast, merge_heads, scaled_dot_product, split_heads};
 
 #[derive(Module, Debug)]
@@ -15,6 +16,8 @@ pub struct BertEmbeddings<B: Backend> {
     pub token_type_embeddings: Embedding<B>,
     pub layer_norm: LayerNorm<B>,
     pub pad_token_id: usize,
+    /// How position ids are numbered (BERT: 0..L; RoBERTa: `roberta::position_ids`).
+    pub model_type: TextModelType,
 }
 
 #[derive(Module, Debug)]
@@ -61,7 +64,8 @@ pub struct Bert<B: Backend> {
     pub encoder: BertEncoder<B>,
 }
 
-/// `text_encoder`: the reference wraps the BERT in a module whose field is `transformer`.
+/// `text_encoder`: the reference wraps the BERT or RoBERTa in a module whose field is
+/// `transformer`.
 #[derive(Module, Debug)]
 pub struct TextEncoder<B: Backend> {
     pub transformer: Bert<B>,
@@ -105,6 +109,7 @@ impl TextConfig {
                         .init(device),
                     layer_norm: norm(),
                     pad_token_id: self.pad_token_id,
+                    model_type: self.model_type,
                 },
                 encoder: BertEncoder {
                     layer: (0..self.num_hidden_layers).map(|_| layer()).collect(),
@@ -141,11 +146,14 @@ impl<B: Backend> Bert<B> {
     pub fn forward(&self, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         let [b, l] = ids.dims();
         let device = ids.device();
-        let positions = Tensor::<B, 1, Int>::arange(0..l as i64, &device)
-            .unsqueeze_dim::<2>(0)
-            .expand([b, l]);
-        let types = Tensor::<B, 2, Int>::zeros([b, l], &device);
         let e = &self.embeddings;
+        let positions = match e.model_type {
+            TextModelType::Bert => Tensor::<B, 1, Int>::arange(0..l as i64, &device)
+                .unsqueeze_dim::<2>(0)
+                .expand([b, l]),
+            TextModelType::Roberta => super::roberta::position_ids(ids.clone(), e.pad_token_id),
+        };
+        let types = Tensor::<B, 2, Int>::zeros([b, l], &device);
         let words = e.word_embeddings.forward(ids.clone());
         // nn.Embedding(padding_idx=pad): the padding row never receives a gradient.
         let is_pad = ids
@@ -170,7 +178,7 @@ impl<B: Backend> TextEncoder<B> {
         self.transformer.forward(ids, mask)
     }
 
-    /// The [CLS] (position 0) hidden state: [B, hidden].
+    /// The first token's hidden state (`[CLS]`, or RoBERTa's `<s>`): [B, hidden].
     pub fn forward_cls(&self, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2, Int>) -> Tensor<B, 2> {
         let hidden = self.forward(ids, mask);
         let [b, _, h] = hidden.dims();

@@ -5,16 +5,23 @@ use ovseg_model::import::load_checkpoint;
 use ovseg_model::record::Precision;
 
 use crate::backend::Cpu;
-use crate::model_io::{config_path_beside, read_config, save_model};
+use crate::model_io::{
+    check_tokenizer, config_path_beside, load_tokenizer, read_config, save_model,
+};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Released checkpoint: a PyTorch .pth whose `model` entry is the state dict.
     #[arg(long)]
     checkpoint: PathBuf,
-    /// Model configuration (JSON) the checkpoint was trained with.
+    /// Model configuration (JSON) the checkpoint was trained with: `model_type` bert or roberta
+    /// and the text encoder's HuggingFace fields.
     #[arg(long)]
     config: PathBuf,
+    /// The model's tokenizer.json, stored in the model file (needed for RoBERTa; default: the
+    /// built-in uncased BERT one).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
     /// Where to write the ovseg model file; the configuration goes beside it as <name>.json.
     #[arg(long)]
     out: PathBuf,
@@ -29,6 +36,14 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let device = Default::default();
     let config = read_config(&args.config)?;
+    let tokenizer = load_tokenizer(args.tokenizer.as_deref())?;
+    let origin = match &args.tokenizer {
+        Some(path) => format!("--tokenizer {}", path.display()),
+        None => {
+            "the built-in uncased BERT tokenizer (give the model's own with --tokenizer)".into()
+        }
+    };
+    check_tokenizer(&tokenizer, &config, origin)?;
     let (model, report) = load_checkpoint::<Cpu>(&args.checkpoint, &config, &device)?;
     tracing::info!(loaded = report.loaded, ignored = ?report.ignored, "checkpoint read");
     let model = if args.inference_only {
@@ -41,7 +56,7 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         Precision::Full
     };
-    save_model(model, &config, &args.out, precision)
+    save_model(model, &config, &tokenizer, &args.out, precision)
         .with_context(|| format!("writing {}", args.out.display()))?;
     println!(
         "wrote {} ({} tensors, {}) and {}",

@@ -1,7 +1,7 @@
 //! `ovseg export-web`: what the in-browser page needs, small. The inference-only model (no
 //! momentum encoder, no training heads) in two weight packs (`ovseg_model::pack`): the image
 //! part, downloaded first, and the text part, downloaded only when the page has to encode words
-//! it has no embeddings for; the tokenizer; and precomputed class embeddings for the PASCAL VOC,
+//! it has no embeddings for, carrying the model's tokenizer; and precomputed class embeddings for the PASCAL VOC,
 //! PASCAL Context, COCO Object and ADE20K vocabularies (and any `--labels`), so those segment
 //! before the text encoder has even downloaded.
 
@@ -30,10 +30,10 @@ pub struct Args {
     /// Model configuration, needed with a .pth checkpoint.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// tokenizer.json to use instead of the built-in uncased BERT one.
+    /// tokenizer.json to use instead of the one stored with the model.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
-    /// Output folder: image.ovsegpack, text.ovsegpack, tokenizer.json, classes.json.
+    /// Output folder: image.ovsegpack, text.ovsegpack (with the tokenizer), classes.json.
     #[arg(long)]
     out: PathBuf,
     /// Weight storage: int8 (8-bit blocks for the matrices, f16 for the rest; about a quarter
@@ -52,22 +52,24 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let device = Default::default();
-    let (model, config) = load_model::<Cpu>(&args.model, args.config.as_deref(), &device)?;
-    let tokenizer_json = match &args.tokenizer {
-        Some(path) => {
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?
-        }
-        None => ovseg_model::text::tokenizer::BERT_BASE_UNCASED_JSON
-            .as_bytes()
-            .to_vec(),
-    };
-    let tokenizer =
-        ovseg_model::text::TextTokenizer::from_bytes(&tokenizer_json).context("tokenizer")?;
+    let loaded = load_model::<Cpu>(
+        &args.model,
+        args.config.as_deref(),
+        args.tokenizer.as_deref(),
+        &device,
+    )?;
+    let (model, config, tokenizer) = (loaded.model, loaded.config, loaded.tokenizer);
     let template = TemplateSet::parse(&args.template)?;
     let model = model.into_inference();
     let storage = Storage::parse(&args.precision)?;
-    let image_pack = write_pack(&model, &config, Part::Image, storage)?;
-    let text_pack = write_pack(&model, &config, Part::Text, storage)?;
+    let image_pack = write_pack(&model, &config, Part::Image, storage, None)?;
+    let text_pack = write_pack(
+        &model,
+        &config,
+        Part::Text,
+        storage,
+        tokenizer.stored_json(),
+    )?;
     // The presets are embedded by the model as the page will hold it (weights rounded to the
     // storage), so a preset gives what the page's own text encoder would.
     let stored = Pack::from_bytes(image_pack.clone(), IMAGE_PACK)?.init_model::<Cpu>(&device)?;
@@ -127,7 +129,6 @@ pub fn run(args: Args) -> Result<()> {
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     write_atomically(&args.out.join(IMAGE_PACK), &image_pack)?;
     write_atomically(&args.out.join(TEXT_PACK), &text_pack)?;
-    write_atomically(&args.out.join("tokenizer.json"), &tokenizer_json)?;
     write_atomically(
         &args.out.join("classes.json"),
         serde_json::to_string(&classes)?.as_bytes(),
@@ -138,12 +139,11 @@ pub fn run(args: Args) -> Result<()> {
             .unwrap_or(0)
     };
     println!(
-        "wrote {}: {IMAGE_PACK} ({} bytes, {}; the page's first download), {TEXT_PACK} ({} bytes, fetched for words without embeddings), tokenizer.json ({} bytes), classes.json ({} bytes; {}{})",
+        "wrote {}: {IMAGE_PACK} ({} bytes, {}; the page's first download), {TEXT_PACK} ({} bytes, with the tokenizer; fetched for words without embeddings), classes.json ({} bytes; {}{})",
         args.out.display(),
         size(IMAGE_PACK),
         args.precision,
         size(TEXT_PACK),
-        size("tokenizer.json"),
         size("classes.json"),
         PRESETS.join(", "),
         if args.labels.is_empty() { String::new() } else { format!(" and {} --labels sets", args.labels.len()) }

@@ -17,7 +17,7 @@ use ovseg_model::text::TextTokenizer;
 use ovseg_model::OvSegmentor;
 
 use crate::backend::DeviceKind;
-use crate::model_io::{load_model, load_tokenizer};
+use crate::model_io::load_model;
 
 /// The model options `segment` and `eval` share.
 #[derive(clap::Args)]
@@ -28,7 +28,8 @@ pub struct ModelArgs {
     /// Model configuration, needed with a .pth checkpoint.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// tokenizer.json to use instead of the built-in uncased BERT one.
+    /// tokenizer.json to use instead of the one stored with the model (needed with a RoBERTa
+    /// .pth; a model without one uses the built-in uncased BERT tokenizer).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
     /// Where the model runs.
@@ -55,8 +56,12 @@ fn parse_window(text: &str) -> Result<usize, String> {
 impl ModelArgs {
     /// The model and its tokenizer, loaded once for the whole run.
     pub fn load<B: Backend>(&self, device: &B::Device) -> Result<(OvSegmentor<B>, TextTokenizer)> {
-        let tokenizer = load_tokenizer(self.tokenizer.as_deref())?;
-        let (model, _) = load_model::<B>(&self.model, self.config.as_deref(), device)?;
-        Ok((model, tokenizer))
+        let loaded = load_model::<B>(
+            &self.model,
+            self.config.as_deref(),
+            self.tokenizer.as_deref(),
+            device,
+        )?;
+        Ok((loaded.model, loaded.tokenizer))
     }
 }

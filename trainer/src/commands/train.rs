@@ -8,12 +8,13 @@ use anyhow::{bail, Context, Result};
 use burn::prelude::Backend;
 use ovseg_model::import::{load_dino_vit, load_hf_bert_dir};
 use ovseg_model::record::{model_to_bytes, Precision};
+use ovseg_model::text::TextTokenizer;
 use ovseg_model::OvsegConfig;
 
 use crate::backend::DeviceKind;
 use crate::eval::datasets::{Dataset, Layout};
 use crate::eval::run::{evaluate, EvalOptions};
-use crate::model_io::{load_model, load_tokenizer, read_config};
+use crate::model_io::{check_tokenizer, load_model, load_tokenizer, read_config};
 use crate::train::config::{Autocast, TrainConfig};
 use crate::train::run::{train, RunOptions};
 use crate::train::source::LoaderSource;
@@ -37,19 +38,26 @@ pub struct Args {
     /// Entity index written by `ovseg index` (default: built now, and saved beside the meta-file).
     #[arg(long)]
     index: Option<PathBuf>,
-    /// Model shape for a fresh start: `paper`, `vits-minilm`, `tiny` or a JSON file.
+    /// Model shape for a fresh start: a preset (paper, vits-roberta, paper-16-groups,
+    /// vits-minilm, tiny) or a JSON file.
     #[arg(long, default_value = "paper")]
     model: String,
-    /// Start from this ovseg model file (stage 2: the stage-1 result).
+    /// Start from this model (stage 2: the stage-1 result): an ovseg model file, or a released
+    /// PyTorch checkpoint (.pth, such as the released stage-1 one) with --config.
     #[arg(long)]
     init: Option<PathBuf>,
-    /// Text encoder weights: a HuggingFace BERT folder (config.json, model.safetensors).
+    /// Model configuration of a .pth given to --init (as `ovseg convert --config`).
+    #[arg(long, requires = "init")]
+    config: Option<PathBuf>,
+    /// Text encoder weights: a HuggingFace BERT or RoBERTa folder (config.json,
+    /// model.safetensors).
     #[arg(long)]
     bert: Option<PathBuf>,
     /// Image encoder weights: a DINO ViT checkpoint (.pth).
     #[arg(long)]
     dino: Option<PathBuf>,
-    /// tokenizer.json instead of the built-in uncased BERT one.
+    /// tokenizer.json instead of the one stored with --init (a fresh model: instead of the
+    /// built-in uncased BERT one; a RoBERTa model needs its own). Stored in every checkpoint.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     /// Continue the run in --out from its last checkpoint.
@@ -205,27 +213,34 @@ fn model_config(args: &Args) -> Result<OvsegConfig> {
 
 fn run_on<B: Backend>(args: Args, devices: Vec<B::Device>) -> Result<()> {
     let config = recipe(&args)?;
-    let tokenizer = Arc::new(load_tokenizer(args.tokenizer.as_deref())?);
     let device = devices[0].clone();
 
     // The starting model: ignored when resuming (the checkpoint has it).
-    let (initial, model_config) = if args.resume {
+    let (initial, model_config, tokenizer) = if args.resume {
         let stored = args.out.join("model.json");
-        let checkpoint_config = crate::train::checkpoint::Checkpoints::new(&args.out)
+        let checkpoint = crate::train::checkpoint::Checkpoints::new(&args.out)
             .latest()?
             .map(|c| c.model_path());
-        let config = match checkpoint_config {
-            Some(model) => crate::model_io::load_model::<B>(&model, None, &device)?.1,
-            None if stored.is_file() => read_config(&stored)?,
+        let (config, tokenizer) = match checkpoint {
+            Some(model) => {
+                let loaded = load_model::<B>(&model, None, args.tokenizer.as_deref(), &device)?;
+                (loaded.config, loaded.tokenizer)
+            }
+            None if stored.is_file() => {
+                let config = read_config(&stored)?;
+                let tokenizer = fresh_tokenizer(&args, &config)?;
+                (config, tokenizer)
+            }
             None => bail!(
                 "--resume: no checkpoint in {}",
                 args.out.join("checkpoints").display()
             ),
         };
-        (Vec::new(), config)
+        (Vec::new(), config, tokenizer)
     } else {
         initial_model::<B>(&args, &config, &device)?
     };
+    let tokenizer = Arc::new(tokenizer);
 
     let source = data_source(&args, &config, devices.len() * args.nodes.max(1))?;
     let options = RunOptions {
@@ -305,27 +320,47 @@ fn run_on<B: Backend>(args: Args, devices: Vec<B::Device>) -> Result<()> {
     Ok(())
 }
 
+/// `--tokenizer`, or the built-in uncased BERT one, checked against a fresh model's text encoder.
+fn fresh_tokenizer(args: &Args, config: &OvsegConfig) -> Result<TextTokenizer> {
+    let tokenizer = load_tokenizer(args.tokenizer.as_deref())?;
+    let origin = match &args.tokenizer {
+        Some(path) => format!("--tokenizer {}", path.display()),
+        None => {
+            "the built-in uncased BERT tokenizer (give the model's own with --tokenizer)".into()
+        }
+    };
+    check_tokenizer(&tokenizer, config, origin)?;
+    Ok(tokenizer)
+}
+
+/// The model training starts from (as model-file bytes), its configuration and its tokenizer.
 fn initial_model<B: Backend>(
     args: &Args,
     config: &TrainConfig,
     device: &B::Device,
-) -> Result<(Vec<u8>, OvsegConfig)> {
-    let (mut model, mut model_config) = match &args.init {
+) -> Result<(Vec<u8>, OvsegConfig, TextTokenizer)> {
+    let (mut model, mut model_config, tokenizer) = match &args.init {
         Some(path) => {
-            let (model, config) = load_model::<B>(path, None, device)?;
-            if !model.has_training_heads() {
+            let loaded = load_model::<B>(
+                path,
+                args.config.as_deref(),
+                args.tokenizer.as_deref(),
+                device,
+            )?;
+            if !loaded.model.has_training_heads() {
                 bail!(
                     "{} is an inference-only export (no entity heads): start from a training checkpoint",
                     path.display()
                 );
             }
-            (model, config)
+            (loaded.model, loaded.config, loaded.tokenizer)
         }
         None => {
             let c = model_config(args)?;
+            let tokenizer = fresh_tokenizer(args, &c)?;
             // The recipe's seed fixes the random initialisation too.
             B::seed(device, config.seed);
-            (c.init::<B>(device), c)
+            (c.init::<B>(device), c, tokenizer)
         }
     };
     if let Some(dir) = &args.bert {
@@ -341,6 +376,11 @@ fn initial_model<B: Backend>(
         }
         model.text_encoder = encoder;
         model_config.text = text;
+        let origin = format!(
+            "the tokenizer for the --bert {} text encoder",
+            dir.display()
+        );
+        check_tokenizer(&tokenizer, &model_config, origin)?;
     }
     if let Some(path) = &args.dino {
         load_dino_vit(&mut model.img_encoder, &model_config.image.depths, path)?;
@@ -357,8 +397,14 @@ fn initial_model<B: Backend>(
         model.reset_momentum_encoder();
     }
     Ok((
-        model_to_bytes(model, &model_config, Precision::Full)?,
+        model_to_bytes(
+            model,
+            &model_config,
+            tokenizer.stored_json(),
+            Precision::Full,
+        )?,
         model_config,
+        tokenizer,
     ))
 }
 

@@ -317,7 +317,7 @@ impl<B: Backend> Replica<B> {
         Ok(TrainBatch {
             images: images(&batch.images),
             caption: text(&batch.captions, TextRows::Cls)?,
-            question: text(&batch.questions, TextRows::AllTokens)?,
+            question: text(&batch.questions, TextRows::Questions)?,
             answer: text(&batch.answers, TextRows::Cls)?,
             cross: match &batch.partner {
                 Some((pixels, entity)) => Some(CrossPair {

@@ -493,6 +493,7 @@ fn spawn_worker<B: Backend>(
                 rank,
                 world: group.world,
             });
+            let stored_tokenizer = tokenizer.stored_json().map(str::to_string);
             let setup = || -> Result<Replica<B>> {
                 if let Some(g) = &gather {
                     register::<B>(g.peer, device.clone(), group.config()?)
@@ -527,6 +528,7 @@ fn spawn_worker<B: Backend>(
                         let model = model_to_bytes(
                             replica.model().clone(),
                             &model_config,
+                            stored_tokenizer.as_deref(),
                             Precision::Full,
                         )?;
                         Ok((model, replica.optimizer_bytes()?))

@@ -179,7 +179,7 @@ fn initial_model(stage_two: bool) -> Vec<u8> {
     if stage_two {
         model.reset_momentum_encoder();
     }
-    model_to_bytes(model, &model_config(), Precision::Full).unwrap()
+    model_to_bytes(model, &model_config(), None, Precision::Full).unwrap()
 }
 
 fn weights(path: &PathBuf) -> Vec<f32> {

@@ -16,8 +16,9 @@ pub enum TextRows {
     /// The [CLS] row only, texts padded to the longest of the batch (captions, answers,
     /// entity prompts: only their embedding is read).
     Cls,
-    /// All 77 positions (questions: every token enters the multimodal block).
-    AllTokens,
+    /// All 77 positions of masked-entity questions (every token enters the multimodal block),
+    /// with the tokenizer's mask token.
+    Questions,
 }
 
 impl TextRows {
@@ -25,7 +26,7 @@ impl TextRows {
     pub fn tokenize(self, tokenizer: &TextTokenizer, texts: &[String]) -> Result<TextBatch> {
         Ok(match self {
             TextRows::Cls => tokenizer.encode_longest(texts)?,
-            TextRows::AllTokens => tokenizer.encode_fixed(texts)?,
+            TextRows::Questions => tokenizer.encode_questions(texts)?,
         })
     }
 }
@@ -63,7 +64,7 @@ impl<B: Backend> FrozenText<B> {
     ) -> Result<TextInput<Autodiff<B>>> {
         let rows = match kind {
             TextRows::Cls => &mut self.cls,
-            TextRows::AllTokens => &mut self.all_tokens,
+            TextRows::Questions => &mut self.all_tokens,
         };
         let mut missing: Vec<String> = Vec::new();
         for text in texts {
