@@ -519,3 +519,125 @@ fn two_machines_train_as_two_devices_of_one_machine() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A recipe at the released models' 224 pixels: `steps` steps of batch 2.
+fn recipe_224(dir: &Path, stage: u8, steps: usize) -> PathBuf {
+    let recipe = serde_json::json!({
+        "stage": stage, "epochs": 1, "batch_size": 2, "base_lr": 1e-4, "warmup_lr": 1e-5,
+        "min_lr": 1e-5, "warmup_epochs": 0.0, "image_size": 224, "workers": 1,
+        "checkpoint_every": 100, "keep_last": 1, "max_steps": steps, "seed": 3
+    });
+    let path = dir.join(format!("stage{stage}-224.json"));
+    std::fs::write(&path, recipe.to_string()).unwrap();
+    path
+}
+
+/// The seed's third row (ViT-B/16 + BERT-base with 16 output groups), as the `paper-16-groups`
+/// preset: a step from scratch, then zero-shot segmentation with its 16 groups.
+#[test]
+fn paper_16_groups_preset_trains_a_step_and_segments() {
+    let dir = scratch("train-16-groups");
+    let meta = caption_dataset(&dir, 8);
+    let run = dir.join("run");
+    let out = ok(&[
+        "train",
+        "--quiet",
+        "--out",
+        s(&run),
+        "--recipe",
+        s(&recipe_224(&dir, 1, 1)),
+        "--data",
+        s(&meta),
+        "--model",
+        "paper-16-groups",
+    ]);
+    assert!(out.contains("trained 1 steps"), "{out}");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("model.json")).unwrap()).unwrap();
+    assert_eq!(
+        config["image"]["num_output_groups"],
+        serde_json::json!([16])
+    );
+    assert_eq!(config["image"]["embed_dim"], 768);
+    assert_eq!(config["text"]["num_hidden_layers"], 12);
+    let mask = dir.join("mask.png");
+    ok(&[
+        "segment",
+        "--model",
+        s(&run.join("model.mpk")),
+        "--image",
+        s(&dir.join("images/0001.jpg")),
+        "--labels",
+        "dog,car",
+        "--out-mask",
+        s(&mask),
+    ]);
+    assert_eq!(image::open(&mask).unwrap().width(), 96);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A released checkpoint (`.pth` with its configuration) starts stage 2 directly, as the seed's
+/// stage-1 checkpoint is meant to: BERT with the built-in tokenizer, RoBERTa with its own, which
+/// the trained model then carries (it segments without `--tokenizer`).
+#[test]
+fn released_pth_checkpoints_start_stage_two() {
+    let dir = scratch("train-pth-init");
+    let meta = caption_dataset(&dir, 8);
+    let recipe = recipe_224(&dir, 2, 2);
+    for (name, extra) in [
+        ("reference-tiny", None),
+        ("reference-roberta", Some("tokenizer.json")),
+    ] {
+        let fixture = fixtures_dir().join(name);
+        let run = dir.join(name);
+        let mut command = train_command(&run, &recipe, &meta, &fixture.join("model.json"));
+        command.args([
+            "--init",
+            s(&fixture.join("checkpoint.pth")),
+            "--config",
+            s(&fixture.join("model.json")),
+        ]);
+        if let Some(tokenizer) = extra {
+            command.args(["--tokenizer", s(&fixture.join(tokenizer))]);
+        }
+        let out = ok_command(&mut command);
+        assert!(out.contains("trained 2 steps"), "{name}: {out}");
+        let m = metrics(&run);
+        assert!(
+            m.iter()
+                .all(|v| v["mask"].as_f64().is_some_and(f64::is_finite)),
+            "{name}: stage 2 logs the mask-consistency loss"
+        );
+        ok(&[
+            "segment",
+            "--model",
+            s(&run.join("model.mpk")),
+            "--image",
+            s(&dir.join("images/0002.jpg")),
+            "--labels",
+            "dog,car",
+            "--out-dir",
+            s(&run),
+        ]);
+    }
+    // Without its tokenizer the RoBERTa checkpoint is refused before any training.
+    let fixture = fixtures_dir().join("reference-roberta");
+    let refused = train_command(
+        &dir.join("refused"),
+        &recipe,
+        &meta,
+        &fixture.join("model.json"),
+    )
+    .args([
+        "--init",
+        s(&fixture.join("checkpoint.pth")),
+        "--config",
+        s(&fixture.join("model.json")),
+    ])
+    .output()
+    .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("tokenizer"), "{stderr}");
+    std::fs::remove_dir_all(&dir).ok();
+}
