@@ -606,6 +606,17 @@ fn roberta_model_converts_with_its_tokenizer_and_segments() {
         s(&dir.join("x.ovseg")),
     ]);
     assert!(e.contains("shape mismatch"), "{e}");
+    // A preset name is a configuration too: the released ViT-S + RoBERTa-base shape is not the
+    // fixture's.
+    let preset = run_fails(convert(
+        Path::new("vits-roberta"),
+        &["--tokenizer", s(&tokenizer)],
+    ));
+    assert!(
+        preset.contains("shape mismatch")
+            && preset.contains("checkpoint [96, 3, 16, 16], model [384, 3, 16, 16]"),
+        "{preset}"
+    );
     assert!(!model.exists(), "nothing written by a refused conversion");
 
     let args = convert(&config, &["--tokenizer", s(&tokenizer)]);

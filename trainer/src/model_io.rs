@@ -17,7 +17,14 @@ use crate::backend::Cpu;
 pub const IMAGE_PACK: &str = "image.ovsegpack";
 pub const TEXT_PACK: &str = "text.ovsegpack";
 
+/// A model configuration: a JSON file, or the name of a preset (`OvsegConfig::PRESETS`, e.g.
+/// `vits-roberta` for the second released model) when no such file exists.
 pub fn read_config(path: &Path) -> Result<OvsegConfig> {
+    if let Some(name) = path.to_str().filter(|_| !path.exists()) {
+        if OvsegConfig::PRESETS.contains(&name) {
+            return Ok(OvsegConfig::preset(name)?);
+        }
+    }
     let json = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config {}", path.display()))?;
     OvsegConfig::from_json(&json).with_context(|| format!("config {}", path.display()))

@@ -14,8 +14,8 @@ pub struct Args {
     /// Released checkpoint: a PyTorch .pth whose `model` entry is the state dict.
     #[arg(long)]
     checkpoint: PathBuf,
-    /// Model configuration (JSON) the checkpoint was trained with: `model_type` bert or roberta
-    /// and the text encoder's HuggingFace fields.
+    /// Model configuration the checkpoint was trained with: a JSON file (`model_type` bert or
+    /// roberta and the text encoder's HuggingFace fields) or a preset name (paper, vits-roberta).
     #[arg(long)]
     config: PathBuf,
     /// The model's tokenizer.json, stored in the model file (needed for RoBERTa; default: the

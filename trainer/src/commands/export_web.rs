@@ -27,7 +27,8 @@ pub struct Args {
     /// Model: a file written by `ovseg convert`, or a released .pth with --config.
     #[arg(long)]
     model: PathBuf,
-    /// Model configuration, needed with a .pth checkpoint.
+    /// Model configuration, needed with a .pth checkpoint: a JSON file or a preset name
+    /// (paper, vits-roberta, ...).
     #[arg(long)]
     config: Option<PathBuf>,
     /// tokenizer.json to use instead of the one stored with the model.

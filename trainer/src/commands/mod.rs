@@ -25,7 +25,8 @@ pub struct ModelArgs {
     /// Model: a file written by `ovseg convert`, or a released .pth with --config.
     #[arg(long)]
     pub model: PathBuf,
-    /// Model configuration, needed with a .pth checkpoint.
+    /// Model configuration, needed with a .pth checkpoint: a JSON file or a preset name
+    /// (paper, vits-roberta, ...).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// tokenizer.json to use instead of the one stored with the model (needed with a RoBERTa

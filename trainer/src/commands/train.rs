@@ -204,11 +204,7 @@ fn recipe(args: &Args) -> Result<TrainConfig> {
 }
 
 fn model_config(args: &Args) -> Result<OvsegConfig> {
-    let path = std::path::Path::new(&args.model);
-    if path.is_file() {
-        return read_config(path);
-    }
-    Ok(OvsegConfig::preset(&args.model)?)
+    read_config(std::path::Path::new(&args.model))
 }
 
 fn run_on<B: Backend>(args: Args, devices: Vec<B::Device>) -> Result<()> {
