@@ -234,3 +234,72 @@ fn image_rgba(path: &std::path::Path) -> (Vec<u8>, usize, usize) {
         .collect();
     (rgba, info.width as usize, info.height as usize)
 }
+
+/// A RoBERTa model (`reference-roberta`) carries its byte-level BPE tokenizer: the model file
+/// alone gives the reference label map, and an image pack gets the tokenizer with its text
+/// pack. A tokenizer of another model is refused.
+#[test]
+fn roberta_model_and_packs_bring_their_tokenizer() {
+    use ovseg_model::pack::{write_pack, Part, Storage};
+    let device = Default::default();
+    let dir = fixtures().with_file_name("reference-roberta");
+    let config = ovseg_model::OvsegConfig::from_json(
+        &std::fs::read_to_string(dir.join("model.json")).unwrap(),
+    )
+    .unwrap();
+    let tokenizer = std::fs::read_to_string(dir.join("tokenizer.json")).unwrap();
+    let model = ovseg_model::import::load_checkpoint::<NdArray>(
+        &dir.join("checkpoint.pth"),
+        &config,
+        &device,
+    )
+    .unwrap()
+    .0
+    .into_inference();
+    let whole = model_to_bytes(model.clone(), &config, Some(&tokenizer), Precision::Full).unwrap();
+    let picture = image_rgba(&dir.join("seg_image.png"));
+    let voc = Request {
+        labels: VOC,
+        background: true,
+        bg_thresh: 0.95,
+        template: "simple",
+    };
+    let mut engine = Engine::<NdArray>::new(whole.clone(), None, &device).unwrap();
+    let labels = engine
+        .segment_rgba(&picture.0, picture.1, picture.2, &voc)
+        .unwrap();
+    let reference = std::fs::read(dir.join("outputs.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&reference).unwrap();
+    let expected: Vec<u8> = st
+        .tensor("seg_pred_slide")
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|b| i32::from_le_bytes(b.try_into().unwrap()) as u8)
+        .collect();
+    let differing = labels.iter().zip(&expected).filter(|(a, b)| a != b).count();
+    assert!(
+        differing * 2000 <= expected.len(),
+        "{differing} pixels differ"
+    );
+
+    // The packs: the text part brings the tokenizer, and the label map is the whole file's.
+    let image = write_pack(&model, &config, Part::Image, Storage::F32, Some(&tokenizer)).unwrap();
+    let text = write_pack(&model, &config, Part::Text, Storage::F32, Some(&tokenizer)).unwrap();
+    let mut packed = Engine::<NdArray>::new(image.clone(), None, &device).unwrap();
+    packed.add_text_weights(text.clone(), None).unwrap();
+    let from_packs = packed
+        .segment_rgba(&picture.0, picture.1, picture.2, &voc)
+        .unwrap();
+    assert_eq!(from_packs, labels);
+
+    // BERT's tokenizer for this model: refused, by the model file and by the text pack.
+    let bert = std::fs::read(fixtures().with_file_name("minilm").join("tokenizer.json")).unwrap();
+    let e = Engine::<NdArray>::new(whole, Some(&bert), &device)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("pad_token_id is 1"), "{e}");
+    let mut packed = Engine::<NdArray>::new(image, None, &device).unwrap();
+    let e = packed.add_text_weights(text, Some(&bert)).unwrap_err();
+    assert!(e.to_string().contains("pad_token_id is 1"), "{e}");
+}
