@@ -45,6 +45,12 @@ mkdir -p "$site/demo"
 "$ovseg" convert --checkpoint "$tiny/checkpoint.pth" --config "$tiny/model.json" --out "$work/tiny.ovseg" >/dev/null
 "$ovseg" export-web --model "$work/tiny.ovseg" --out "$site/demo" >/dev/null
 cp "$work/tiny.ovseg" "$site/demo/model.ovseg"
+# The RoBERTa fixture (the second released model's kind): its byte-level BPE tokenizer travels
+# inside the model file and, exported, inside the text pack; the page fetches no tokenizer.json.
+roberta="$fixtures/reference-roberta"
+"$ovseg" convert --checkpoint "$roberta/checkpoint.pth" --config "$roberta/model.json" \
+  --tokenizer "$roberta/tokenizer.json" --out "$work/roberta.ovseg" >/dev/null
+"$ovseg" export-web --model "$work/roberta.ovseg" --out "$site/demo-roberta" >/dev/null
 # A second demo folder with the demo.json the main job writes (examples and words of its model).
 mkdir -p "$site/demo-world"
 cp "$work/tiny.ovseg" "$site/demo-world/model.ovseg"
@@ -74,6 +80,9 @@ cli_out=$("$ovseg" segment --model "$site/demo/image.ovsegpack" --image www/exam
 # Words outside the presets, which make the page fetch the text pack.
 "$ovseg" segment --model "$site/demo/image.ovsegpack" --image www/examples/cat.png --labels "cat, sky, grass" \
   --out-mask "$work/reference-words.png" >/dev/null
+# The RoBERTa export with words outside its presets (the page needs its text pack and tokenizer).
+"$ovseg" segment --model "$site/demo-roberta/image.ovsegpack" --image www/examples/cat.png \
+  --labels "cat, sky, grass" --out-mask "$work/reference-roberta.png" >/dev/null
 # The single-file model (`ovseg convert`) on the same picture and words.
 "$ovseg" segment --model "$work/tiny.ovseg" --image www/examples/astronaut.png --labels "$voc" \
   --out-mask "$work/reference-f32.png" >/dev/null
@@ -86,6 +95,7 @@ rm -rf tests/browser/artifacts
 status=0
 node tests/browser/run.mjs --base "$base" --reference "$work/reference.png" --cli-link "$cli_link" \
   --reference-words "$work/reference-words.png" --reference-f32 "$work/reference-f32.png" \
+  --reference-roberta "$work/reference-roberta.png" \
   --hostile-link "$hostile_link" --artifacts tests/browser/artifacts \
   $([ "$bench" = 1 ] && echo "--bench $work/bench.json") "${bench_model[@]}" || status=$?
 

@@ -5,7 +5,7 @@
 // computes the native CLI's label maps and share link for the same pictures and words.
 //
 // node run.mjs --base URL --reference mask.png --reference-words mask.png --reference-f32 mask.png
-//   --cli-link LINK --hostile-link LINK --artifacts DIR
+//   --reference-roberta mask.png --cli-link LINK --hostile-link LINK --artifacts DIR
 //   [--bench out.json]   also time a 512x512 segmentation on each backend
 //   [--bench-model URL]  and, for that model (an export-web image pack on the site), count the
 //                        bytes fetched before the page's first segmentation and time 512x512
@@ -120,7 +120,7 @@ async function open(b, url, { blockModel = false } = {}) {
   page.dialogs = [];
   page.on('pageerror', (e) => page.errors.push(String(e)));
   page.on('dialog', (d) => { page.dialogs.push(d.message()); d.dismiss().catch(() => {}); });
-  // Optional files the page probes for (tokenizer.json, classes.json) may 404: not an error.
+  // An optional file the page probes for (classes.json) may 404: not an error.
   page.on('console', (m) => { if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) page.errors.push(`console: ${m.text()}`); });
   if (blockModel) await page.route(/\.ovseg(pack)?$/, (r) => r.abort());
   page.requested = [];
@@ -142,6 +142,7 @@ async function segmentIn(page, image, labels, extra = {}) {
 const reference = readGreyPng(args.reference);
 const referenceWords = readGreyPng(args['reference-words']);
 const referenceF32 = readGreyPng(args['reference-f32']);
+const referenceRoberta = readGreyPng(args['reference-roberta']);
 const fetched = (page, file) => page.requested.filter((p) => p.endsWith(`/${file}`)).length;
 const bench = {};
 let cpuLink = null;
@@ -218,6 +219,20 @@ for (const path_ of ['cpu', 'webgpu']) {
       const t = await page.evaluate(() => window.ovseg.timings);
       assert(t.textBytes > 0 && t.encodedText === true, `timings ${JSON.stringify(t)}`);
       assert(/text encoder .* downloaded/.test(await page.textContent('#status')), 'status shows the text download');
+      assert(page.errors.length === 0, `page errors: ${page.errors.join('; ')}`);
+      await context.close();
+    });
+    await test('cpu: a RoBERTa export segments words outside its presets with the tokenizer in its text pack, as the CLI', async () => {
+      const { page, context } = await open(b, `${BASE}?model=demo-roberta/image.ovsegpack`);
+      await page.evaluate(() => window.ovseg.ready);
+      const r = await segmentIn(page, 'examples/cat.png', 'cat, sky, grass');
+      assert(r.width === referenceRoberta.width && r.labels.join() === 'background,cat,sky,grass', `result ${r.width} ${r.labels}`);
+      const agree = agreement(r.mask, referenceRoberta.data);
+      assert(agree === 1, `differs from the CLI on ${Math.round((1 - agree) * r.mask.length)} pixels`);
+      assert(fetched(page, 'text.ovsegpack') === 1, 'text pack fetched once');
+      assert(fetched(page, 'tokenizer.json') === 0, 'no separate tokenizer.json is fetched');
+      const t = await page.evaluate(() => window.ovseg.timings);
+      assert(t.encodedText === true, `timings ${JSON.stringify(t)}`);
       assert(page.errors.length === 0, `page errors: ${page.errors.join('; ')}`);
       await context.close();
     });
