@@ -15,6 +15,9 @@ use crate::model_io::write_atomically;
 pub const MODEL_FILE: &str = "model.mpk";
 pub const OPTIMIZER_FILE: &str = "optimizer.mpk";
 pub const STATE_FILE: &str = "state.json";
+/// Name prefixes of a checkpoint being written and of one set aside while it replaces it.
+const PARTIAL: &str = ".partial-";
+const REPLACED: &str = ".replaced-";
 
 /// Where the next batch comes from: batch `batch` of epoch `epoch`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +54,10 @@ impl Checkpoints {
         self.dir.join(format!("step-{step:08}"))
     }
 
+    /// Writes a checkpoint and points `latest` at it. The order keeps a complete checkpoint on
+    /// disk at every moment, even when one of the same step is replaced: write and fsync a
+    /// partial folder, set the old one aside, rename the new one into place, fsync the folder,
+    /// replace `latest`, and only then delete what was set aside and what `keep_last` drops.
     pub fn save(
         &self,
         state: &RunState,
@@ -60,25 +67,28 @@ impl Checkpoints {
     ) -> Result<PathBuf> {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create {}", self.dir.display()))?;
+        self.recover()?;
         let target = self.folder(state.step);
         let partial = self
             .dir
-            .join(format!(".partial-{:08}-{}", state.step, std::process::id()));
-        if partial.exists() {
-            std::fs::remove_dir_all(&partial).ok();
-        }
+            .join(format!("{PARTIAL}{:08}-{}", state.step, std::process::id()));
         std::fs::create_dir_all(&partial)
             .with_context(|| format!("cannot create {}", partial.display()))?;
         write_synced(&partial.join(MODEL_FILE), model)?;
         write_synced(&partial.join(OPTIMIZER_FILE), optimizer)?;
         let json = serde_json::to_vec_pretty(state).expect("run state serialises");
         write_synced(&partial.join(STATE_FILE), &json)?;
+        let aside = self.dir.join(format!("{REPLACED}{:08}", state.step));
         if target.exists() {
-            std::fs::remove_dir_all(&target)
-                .with_context(|| format!("cannot replace {}", target.display()))?;
+            rename(&target, &aside)?;
         }
-        std::fs::rename(&partial, &target)
-            .with_context(|| format!("cannot move checkpoint into {}", target.display()))?;
+        if let Err(e) = rename(&partial, &target) {
+            if aside.exists() {
+                rename(&aside, &target)?;
+            }
+            return Err(e);
+        }
+        sync_folder(&self.dir)?;
         write_atomically(
             &self.dir.join("latest"),
             target
@@ -87,8 +97,39 @@ impl Checkpoints {
                 .to_string_lossy()
                 .as_bytes(),
         )?;
+        if aside.exists() {
+            remove(&aside)?;
+        }
         self.prune(keep_last.max(1))?;
         Ok(target)
+    }
+
+    /// Repairs what a run killed inside `save` left: a checkpoint set aside for one of the same
+    /// step that never arrived goes back into place (else it is deleted), and partial folders
+    /// are deleted.
+    fn recover(&self) -> Result<()> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Ok(());
+        };
+        for entry in entries {
+            let path = entry?.path();
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            if name.starts_with(PARTIAL) {
+                remove(&path)?;
+            } else if let Some(step) = name.strip_prefix(REPLACED).and_then(|s| s.parse().ok()) {
+                let target = self.folder(step);
+                if target.join(STATE_FILE).is_file() {
+                    remove(&path)?;
+                } else {
+                    tracing::warn!("restoring {} from an interrupted save", target.display());
+                    if target.exists() {
+                        remove(&target)?;
+                    }
+                    rename(&path, &target)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Complete checkpoints, oldest first.
@@ -113,14 +154,14 @@ impl Checkpoints {
     fn prune(&self, keep: usize) -> Result<()> {
         let all = self.list()?;
         for (_, path) in all.iter().take(all.len().saturating_sub(keep)) {
-            std::fs::remove_dir_all(path)
-                .with_context(|| format!("cannot remove old checkpoint {}", path.display()))?;
+            remove(path)?;
         }
         Ok(())
     }
 
     /// The newest complete checkpoint: the one `latest` names, else the highest step found.
     pub fn latest(&self) -> Result<Option<Checkpoint>> {
+        self.recover()?;
         let named = std::fs::read_to_string(self.dir.join("latest"))
             .ok()
             .map(|name| self.dir.join(name.trim()))
@@ -176,4 +217,85 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     file.write_all(bytes)
         .and_then(|_| file.sync_all())
         .with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn rename(from: &Path, to: &Path) -> Result<()> {
+    std::fs::rename(from, to)
+        .with_context(|| format!("cannot move {} to {}", from.display(), to.display()))
+}
+
+fn remove(path: &Path) -> Result<()> {
+    std::fs::remove_dir_all(path).with_context(|| format!("cannot remove {}", path.display()))
+}
+
+/// Makes the folder's renames durable (a no-op where folders cannot be opened, as on Windows).
+fn sync_folder(dir: &Path) -> Result<()> {
+    match std::fs::File::open(dir) {
+        Ok(folder) => folder
+            .sync_all()
+            .or_else(|e| if cfg!(windows) { Ok(()) } else { Err(e) })
+            .with_context(|| format!("cannot sync {}", dir.display())),
+        Err(_) if cfg!(windows) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot open {}", dir.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(step: usize) -> RunState {
+        RunState {
+            step,
+            position: DataPosition::default(),
+            devices: 1,
+            seed: 7,
+            best_miou: None,
+            config: TrainConfig::stage1(),
+        }
+    }
+
+    fn model_of(checkpoint: &Checkpoint) -> Vec<u8> {
+        std::fs::read(checkpoint.model_path()).unwrap()
+    }
+
+    #[test]
+    fn a_checkpoint_resaved_at_its_step_survives_an_interrupted_save() {
+        let run = std::env::temp_dir().join(format!("ovseg-ckpt-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&run);
+        let checkpoints = Checkpoints::new(&run);
+        checkpoints.save(&state(4), b"first", b"opt", 1).unwrap();
+        // Saved again at the same step with keep_last 1: the new one replaces it.
+        checkpoints.save(&state(4), b"second", b"opt", 1).unwrap();
+        let latest = checkpoints.latest().unwrap().unwrap();
+        assert_eq!(model_of(&latest), b"second");
+
+        // A save killed after setting step 4 aside and before moving its replacement in, with a
+        // partial folder left behind: the set-aside copy is restored, the partial one deleted.
+        let aside = run.join("checkpoints").join(format!("{REPLACED}00000004"));
+        std::fs::rename(&latest.path, &aside).unwrap();
+        let partial = run.join("checkpoints").join(format!("{PARTIAL}00000004-1"));
+        std::fs::create_dir_all(&partial).unwrap();
+        let latest = checkpoints.latest().unwrap().expect("step 4 restored");
+        assert_eq!(
+            (latest.state.step, model_of(&latest)),
+            (4, b"second".to_vec())
+        );
+        assert!(!aside.exists() && !partial.exists());
+
+        // Killed after the replacement arrived but before the old copy was deleted: the new one
+        // stands, the old one goes.
+        checkpoints.save(&state(4), b"third", b"opt", 1).unwrap();
+        std::fs::create_dir_all(&aside).unwrap();
+        std::fs::write(aside.join(STATE_FILE), b"{}").unwrap();
+        let latest = checkpoints.latest().unwrap().unwrap();
+        assert_eq!(model_of(&latest), b"third");
+        assert!(!aside.exists());
+
+        // A newer step with keep_last 1 leaves exactly that one.
+        checkpoints.save(&state(6), b"sixth", b"opt", 1).unwrap();
+        let steps: Vec<usize> = checkpoints.list().unwrap().iter().map(|c| c.0).collect();
+        assert_eq!(steps, vec![6]);
+        std::fs::remove_dir_all(&run).unwrap();
+    }
 }
