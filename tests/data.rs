@@ -499,3 +499,95 @@ fn meta_source_reads_a_current_index_and_rebuilds_a_stale_one() {
     let loader = Loader::new(Source::meta(&meta, &images).unwrap(), config(Stage::One, 4)).unwrap();
     assert_eq!(loader.batches_per_epoch(), Some(3));
 }
+
+/// The original project's released sampling files (`class_label.json`, `sample_list.json`), in
+/// their shape: every labelled picture asks for its class and takes its partner from the class's
+/// list; the unlabelled one keeps its caption's entities and the computed partners.
+#[test]
+fn released_sampling_files_choose_the_partners() {
+    let dir = scratch("data-released");
+    let (meta, images) = write_meta(&dir);
+    // "cat" is class 48 and "car" class 1 in the reference's list; img0 is left unlabelled.
+    let labels: serde_json::Map<String, serde_json::Value> = (1..CAPTIONS.len())
+        .map(|i| {
+            let class = if i % 2 == 0 { "48" } else { "1" };
+            (format!("img{i}.jpg"), serde_json::json!(class))
+        })
+        .collect();
+    std::fs::write(
+        dir.join("class_label.json"),
+        serde_json::Value::Object(labels).to_string(),
+    )
+    .unwrap();
+    // Partners: cats are drawn from img3 and img4 only, cars from img2 and the picture of a horse.
+    std::fs::write(
+        dir.join("sample_list.json"),
+        r#"{"48": [["img3.jpg", "a cat sleeping on a sofa"], ["img4.jpg", "two cats and a dog"]],
+            "1": [["img2.jpg", "a red car in the street"], ["img8.jpg", "a horse in a field"]]}"#,
+    )
+    .unwrap();
+    let mut index =
+        ovseg_trainer::data::index::build_index(&meta, &indicatif::ProgressBar::hidden()).unwrap();
+    index
+        .use_released(&dir.join("class_label.json"), &dir.join("sample_list.json"))
+        .unwrap();
+    assert_eq!(index.released.as_ref().unwrap().unlabelled, 1);
+    let source = Source::Meta {
+        meta,
+        images,
+        index,
+    };
+    let loader = Loader::new(source, config(Stage::Two, 4)).unwrap();
+    let plane = 3 * SIZE * SIZE;
+    let mut seen = BTreeSet::new();
+    for epoch in 0..3 {
+        for batch in collect(&loader, epoch, 0) {
+            let texts = batch.partner_texts.as_ref().unwrap();
+            let partners = batch.partner_images.as_ref().unwrap();
+            for i in 0..4 {
+                let own = caption_index(&batch.captions[i]);
+                let partner = which_picture(&partners[i * plane..(i + 1) * plane]);
+                let entity = texts[i].strip_prefix("A photo of ").unwrap();
+                if own == 0 {
+                    assert_eq!(entity, "dog", "img0 keeps its caption's entity");
+                    assert!(classes(CAPTIONS[partner]).iter().any(|c| c == "dog"));
+                    continue;
+                }
+                let (class, list) = if own % 2 == 0 {
+                    ("cat", [3, 4])
+                } else {
+                    ("car", [2, 8])
+                };
+                assert_eq!(entity, class, "{}", CAPTIONS[own]);
+                assert!(list.contains(&partner), "{} drew {partner}", CAPTIONS[own]);
+                seen.insert(partner);
+            }
+        }
+    }
+    assert_eq!(seen, BTreeSet::from([2, 3, 4, 8]), "every listed partner is drawn");
+}
+
+/// An index built with the released files is not silently rebuilt without them.
+#[test]
+fn a_stale_index_from_released_files_is_not_rebuilt_without_them() {
+    let dir = scratch("data-released-stale");
+    let (meta, images) = write_meta(&dir);
+    std::fs::write(dir.join("class_label.json"), r#"{"img3.jpg": "48"}"#).unwrap();
+    std::fs::write(dir.join("sample_list.json"), r#"{"48": [["img3.jpg", "a cat"]]}"#).unwrap();
+    let mut index =
+        ovseg_trainer::data::index::build_index(&meta, &indicatif::ProgressBar::hidden()).unwrap();
+    index
+        .use_released(&dir.join("class_label.json"), &dir.join("sample_list.json"))
+        .unwrap();
+    let index_path = dir.join("meta.index.json");
+    std::fs::write(&index_path, serde_json::to_string(&index).unwrap()).unwrap();
+    assert!(Source::meta(&meta, &images).is_ok());
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let text = std::fs::read_to_string(&meta).unwrap();
+    std::fs::write(&meta, text).unwrap();
+    let err = format!("{:#}", Source::meta(&meta, &images).err().unwrap());
+    assert!(
+        err.contains("released sampling files") && err.contains("meta.index.json"),
+        "{err}"
+    );
+}

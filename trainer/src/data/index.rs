@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use ovseg_model::data::entities::EntityVocab;
 
+use super::released::ReleasedPartners;
 use super::shards::read_shard;
 
 pub const INDEX_VERSION: u32 = 1;
@@ -44,6 +45,10 @@ pub struct EntityIndex {
     /// Entity class -> indices into `samples`.
     pub by_entity: BTreeMap<String, Vec<usize>>,
     pub skipped: Skipped,
+    /// Partners from the original project's released sampling files, when `ovseg index` was
+    /// given them (see `released.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released: Option<ReleasedPartners>,
 }
 
 impl EntityIndex {
@@ -107,6 +112,7 @@ pub fn build_index(meta: &Path, progress: &ProgressBar) -> Result<EntityIndex> {
         samples: Vec::new(),
         by_entity: BTreeMap::new(),
         skipped: Skipped::default(),
+        released: None,
     };
     for (i, line) in BufReader::new(file).lines().enumerate() {
         let line =
@@ -144,6 +150,7 @@ pub fn build_shard_index(shards: &[PathBuf], progress: &ProgressBar) -> Result<E
         samples: Vec::new(),
         by_entity: BTreeMap::new(),
         skipped: Skipped::default(),
+        released: None,
     };
     for shard in shards {
         let mut unpaired = 0;

@@ -87,6 +87,15 @@ impl Source {
         let index = if current {
             EntityIndex::load(&index_path)?
         } else {
+            if index_path.exists() && EntityIndex::load(&index_path)?.released.is_some() {
+                bail!(
+                    "{} is newer than {}, which was built with the released sampling files; \
+                     rebuild it with `ovseg index {} --class-labels ... --sample-list ...`",
+                    meta.display(),
+                    index_path.display(),
+                    meta.display()
+                );
+            }
             tracing::info!(
                 "no current {}; indexing {} now",
                 index_path.display(),
@@ -352,20 +361,7 @@ fn feed_meta(
                 }
                 let mut rng = rng_for(config.seed, epoch, position, Purpose::PartnerChoice);
                 let entity = &sample.entities[rng.random_range(0..sample.entities.len())];
-                let others = index.by_entity.get(entity).map_or(&[][..], Vec::as_slice);
-                let partner = if others.len() <= 1 {
-                    id
-                } else {
-                    // Uniform over the others: draw among len-1 slots, the sample's own slot
-                    // standing for the last one.
-                    let k = rng.random_range(0..others.len() - 1);
-                    if others[k] == id {
-                        others[others.len() - 1]
-                    } else {
-                        others[k]
-                    }
-                };
-                let file = images.join(&index.samples[partner].filename);
+                let file = images.join(partner_file(index, id, entity, &mut rng));
                 Some((entity.clone(), ImageSource::File(file)))
             }
         };
@@ -382,6 +378,33 @@ fn feed_meta(
         }
     }
     Ok(total)
+}
+
+/// The picture pair `id`'s stage-2 partner for `entity` comes from: drawn from the released
+/// sample list when the index has one for it (the reference's `random.choice`, own picture
+/// included), else uniformly from the other indexed pairs showing it (itself when alone).
+fn partner_file<'a>(
+    index: &'a EntityIndex,
+    id: usize,
+    entity: &str,
+    rng: &mut impl Rng,
+) -> &'a str {
+    if let Some(list) = index.released_partners(entity) {
+        return &list[rng.random_range(0..list.len())];
+    }
+    let others = index.by_entity.get(entity).map_or(&[][..], Vec::as_slice);
+    let partner = if others.len() <= 1 {
+        id
+    } else {
+        // Draw among len-1 slots, the sample's own slot standing for the last one.
+        let k = rng.random_range(0..others.len() - 1);
+        if others[k] == id {
+            others[others.len() - 1]
+        } else {
+            others[k]
+        }
+    };
+    &index.samples[partner].filename
 }
 
 /// The batches of one epoch, in order.

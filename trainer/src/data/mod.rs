@@ -4,6 +4,7 @@
 pub mod augment;
 pub mod index;
 pub mod loader;
+pub mod released;
 mod sample;
 pub mod shards;
 pub mod skips;
