@@ -345,6 +345,51 @@ fn index_extracts_entities_and_reports_bad_lines() {
     assert_eq!(index["skipped"]["no_entity"], 1);
     let e = fails(&["index", s(&dir.join("missing.jsonl"))]);
     assert!(e.contains("missing.jsonl"), "{e}");
+
+    // The original project's released sampling files, in their shape (class 49 is "dog").
+    let labels = dir.join("class_label.json");
+    std::fs::write(&labels, r#"{"a.jpg": "49", "b.jpg": "49"}"#).unwrap();
+    let list = dir.join("sample_list.json");
+    std::fs::write(&list, r#"{"49": [["b.jpg", "Two dogs"], ["z.jpg", "a dog"]]}"#).unwrap();
+    let out = ovseg(&[
+        "index",
+        s(&meta),
+        "--class-labels",
+        s(&labels),
+        "--sample-list",
+        s(&list),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("1 pairs without a class label"), "{stdout}");
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("meta.index.json")).unwrap())
+            .unwrap();
+    assert_eq!(index["samples"][0]["entities"], serde_json::json!(["dog"]));
+    assert_eq!(
+        index["samples"][2]["entities"],
+        serde_json::json!(["cat", "sofa"]),
+        "e.jpg has no class label: its caption's entities stay"
+    );
+    assert_eq!(index["by_entity"]["dog"], serde_json::json!([0, 1]));
+    assert_eq!(
+        index["released"]["partners"]["dog"],
+        serde_json::json!(["b.jpg", "z.jpg"])
+    );
+    // One without the other is a usage error (clap's, with the usage line).
+    let out = ovseg(&["index", s(&meta), "--class-labels", s(&labels)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("--sample-list"), "{stderr}");
+    std::fs::write(&labels, r#"{"a.jpg": "100"}"#).unwrap();
+    let e = fails(&[
+        "index",
+        s(&meta),
+        "--class-labels",
+        s(&labels),
+        "--sample-list",
+        s(&list),
+    ]);
+    assert!(e.contains("class_label.json") && e.contains("\"100\""), "{e}");
 }
 
 #[test]

@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::data::index::{build_index, build_shard_index};
@@ -16,6 +16,13 @@ pub struct Args {
     /// Where to write the index (default: the first input with the extension .index.json).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// The original project's released `class_label.json` (picture -> entity class): stage-2
+    /// partners then come from --sample-list instead of being computed from captions.
+    #[arg(long, requires = "sample_list", value_name = "JSON")]
+    class_labels: Option<PathBuf>,
+    /// The released `sample_list.json` (entity class -> candidate partners [filename, caption]).
+    #[arg(long, requires = "class_labels", value_name = "JSON")]
+    sample_list: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -35,7 +42,10 @@ pub fn run(args: Args) -> Result<()> {
         })
         .expect("template"),
     );
-    let index = if shards {
+    if shards && args.class_labels.is_some() {
+        bail!("--class-labels and --sample-list apply to a meta-file, not to shards");
+    }
+    let mut index = if shards {
         let Source::Shards { shards } = Source::shards(&args.inputs)? else {
             unreachable!("Source::shards gives shards")
         };
@@ -44,6 +54,9 @@ pub fn run(args: Args) -> Result<()> {
         build_index(first, &progress)?
     };
     progress.finish_and_clear();
+    if let (Some(labels), Some(list)) = (&args.class_labels, &args.sample_list) {
+        index.use_released(labels, list)?;
+    }
     let s = &index.skipped;
     for (line, reason) in &s.invalid_examples {
         eprintln!(
@@ -69,5 +82,13 @@ pub fn run(args: Args) -> Result<()> {
         s.no_entity,
         s.unpaired
     );
+    if let Some(released) = &index.released {
+        println!(
+            "partners from {} ({} classes); {} pairs without a class label keep their caption's entities",
+            released.sample_list,
+            released.partners.len(),
+            released.unlabelled
+        );
+    }
     Ok(())
 }
