@@ -290,6 +290,30 @@ fn a_killed_run_resumes_from_its_last_checkpoint_with_no_step_lost_or_repeated()
     child.wait().unwrap();
     assert!(!killed.join("model.mpk").exists(), "killed before the end");
 
+    // A changed recipe is refused (no longer step-exact) and names what changed.
+    let text = std::fs::read_to_string(&recipe).unwrap();
+    let mut changed: serde_json::Value = serde_json::from_str(&text).unwrap();
+    changed["seed"] = serde_json::json!(changed["seed"].as_u64().unwrap_or(0) + 1);
+    let changed_recipe = dir.join("changed.json");
+    std::fs::write(&changed_recipe, changed.to_string()).unwrap();
+    let out = ovseg(&[
+        "train",
+        "--quiet",
+        "--out",
+        s(&killed),
+        "--recipe",
+        s(&changed_recipe),
+        "--data",
+        s(&meta),
+        "--resume",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a changed recipe resumed");
+    assert!(
+        stderr.contains("another recipe (seed") && stderr.contains("--resume-changed"),
+        "{stderr}"
+    );
+
     ok(&[
         "train",
         "--quiet",

@@ -63,6 +63,10 @@ pub struct Args {
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
     resume: bool,
+    /// With --resume: accept a recipe that changed since the checkpoint (batch size, seed,
+    /// rates...). The run is then no longer step-exact.
+    #[arg(long, requires = "resume")]
+    resume_changed: bool,
     /// Devices trained in data parallel (GPUs 0..N with cuda; N replicas on the CPU).
     #[arg(long, default_value_t = 1)]
     devices: usize,
@@ -245,6 +249,7 @@ fn run_on<B: Backend>(args: Args, devices: Vec<B::Device>) -> Result<()> {
         config: config.clone(),
         model_config,
         resume: args.resume,
+        resume_changed: args.resume_changed,
         show_progress: !args.quiet,
     };
     // The evaluation folder is read once, here, so a wrong path fails before training starts.
@@ -444,6 +449,10 @@ fn data_source(args: &Args, config: &TrainConfig, devices: usize) -> Result<Load
 fn images_folder(args: &Args, meta: &std::path::Path) -> PathBuf {
     match &args.images {
         Some(images) => images.clone(),
-        None => meta.parent().map(|p| p.to_path_buf()).unwrap_or_default(),
+        // A bare "meta.jsonl" has the parent "", which names no folder: the current one.
+        None => match meta.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        },
     }
 }

@@ -268,6 +268,34 @@ impl TrainConfig {
         }
     }
 
+    /// The settings in which `self` differs from `saved` that change what a training step
+    /// computes (everything but loading threads, checkpointing, evaluation and `max_steps`,
+    /// whose effect on the schedule the run checks): a run resumed with any of them changed is
+    /// no longer step-exact.
+    pub fn changed_since(&self, saved: &TrainConfig) -> Vec<String> {
+        const FREE: [&str; 7] = [
+            "max_steps", // checked through the schedule it gives
+            "workers",
+            "prefetch",
+            "checkpoint_every",
+            "keep_last",
+            "eval",
+            "text_cache_mb",
+        ];
+        let fields = |c: &TrainConfig| match serde_json::to_value(c) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => unreachable!("a TrainConfig serialises to an object"),
+        };
+        let (now, then) = (fields(self), fields(saved));
+        now.iter()
+            .filter(|(key, value)| !FREE.contains(&key.as_str()) && then.get(*key) != Some(value))
+            .map(|(key, value)| {
+                let was = then.get(key).map_or("absent".into(), |v| v.to_string());
+                format!("{key} {was} -> {value}")
+            })
+            .collect()
+    }
+
     pub fn schedule(&self, steps_per_epoch: usize, devices: usize) -> CosineSchedule {
         let factor = match self.lr_reference_batch {
             Some(reference) => self.global_batch(devices) as f64 / reference as f64,
@@ -287,6 +315,25 @@ impl TrainConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resuming_names_the_changes_that_alter_a_step() {
+        let saved = TrainConfig::stage1();
+        let mut now = saved.clone();
+        now.workers = 3;
+        now.checkpoint_every = 9;
+        assert!(now.changed_since(&saved).is_empty());
+        now.batch_size = 7;
+        now.seed = 5;
+        assert_eq!(
+            now.changed_since(&saved),
+            vec![
+                format!("batch_size {} -> 7", saved.batch_size),
+                "seed 0 -> 5".to_string()
+            ]
+        );
+        assert_eq!(TrainConfig::stage2().changed_since(&saved).len() > 3, true);
+    }
 
     #[test]
     fn paper_presets_scale_to_the_reference_batch() {

@@ -61,6 +61,8 @@ pub struct RunOptions {
     pub config: TrainConfig,
     pub model_config: OvsegConfig,
     pub resume: bool,
+    /// Resume even when the recipe changed since the checkpoint (no longer step-exact).
+    pub resume_changed: bool,
     pub show_progress: bool,
 }
 
@@ -145,6 +147,16 @@ pub fn train<B: Backend>(
                 checkpoint.state.devices
             );
         }
+        let changed = config.changed_since(&checkpoint.state.config);
+        if !changed.is_empty() && !options.resume_changed {
+            bail!(
+                "{} was written with another recipe ({}); resume with --recipe {}, or pass \
+                 --resume-changed to continue with the change (no longer step-exact)",
+                checkpoint.path.display(),
+                changed.join(", "),
+                options.dir.join("train.json").display()
+            );
+        }
         let model = std::fs::read(checkpoint.model_path())
             .with_context(|| format!("cannot read {}", checkpoint.model_path().display()))?;
         Some((
@@ -155,8 +167,46 @@ pub fn train<B: Backend>(
     } else {
         None
     };
+    let steps_per_epoch = |config: &TrainConfig| match (source.steps_per_epoch(), config.max_steps)
+    {
+        (Some(0), _) => bail!(
+            "the data holds fewer samples than one global batch ({})",
+            config.global_batch(world)
+        ),
+        (Some(n), _) => Ok(n),
+        (None, Some(max)) => Ok(max.div_ceil(config.epochs)),
+        (None, None) => bail!("a stream of unknown length needs max_steps in the config"),
+    };
+    let schedule = config.schedule(steps_per_epoch(config)?, world);
+    let total_steps = schedule.total_steps;
+    if let Some((saved, ..)) = &resumed {
+        // max_steps may change on resume (a run extended) as long as the steps already taken
+        // had the learning rates the new schedule gives them.
+        let before = saved
+            .config
+            .schedule(steps_per_epoch(&saved.config)?, world);
+        let moved = (0..saved.step).find(|&s| before.lr(s) != schedule.lr(s));
+        if let (Some(step), false) = (moved, options.resume_changed) {
+            bail!(
+                "resuming {} with max_steps {:?} (was {:?}) changes the learning rate of step {} \
+                 already taken; pass --resume-changed to continue with it (no longer step-exact)",
+                options.dir.display(),
+                config.max_steps,
+                saved.config.max_steps,
+                step + 1
+            );
+        }
+    }
     let (mut state, model_bytes, optimizer_bytes) = match resumed {
-        Some((state, model, optimizer)) => (state, model, Some(optimizer)),
+        // The recipe in force from here on (the same one unless --resume-changed).
+        Some((state, model, optimizer)) => (
+            RunState {
+                config: config.clone(),
+                ..state
+            },
+            model,
+            Some(optimizer),
+        ),
         None => (
             RunState {
                 step: 0,
@@ -176,18 +226,6 @@ pub fn train<B: Backend>(
         &options.dir.join("train.json"),
         serde_json::to_string_pretty(config)?.as_bytes(),
     )?;
-
-    let steps_per_epoch = match (source.steps_per_epoch(), config.max_steps) {
-        (Some(0), _) => bail!(
-            "the data holds fewer samples than one global batch ({})",
-            config.global_batch(world)
-        ),
-        (Some(n), _) => n,
-        (None, Some(max)) => max.div_ceil(config.epochs),
-        (None, None) => bail!("a stream of unknown length needs max_steps in the config"),
-    };
-    let schedule = config.schedule(steps_per_epoch, world);
-    let total_steps = schedule.total_steps;
 
     let settings = ReplicaSettings {
         adamw: config.adamw(),

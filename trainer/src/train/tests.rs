@@ -146,6 +146,18 @@ fn run_with(
     resume: bool,
     poison: Option<usize>,
 ) -> RunSummary {
+    try_run(dir, config, devices, global_batch, initial, resume, poison).expect("training runs")
+}
+
+fn try_run(
+    dir: &PathBuf,
+    config: TrainConfig,
+    devices: usize,
+    global_batch: usize,
+    initial: Vec<u8>,
+    resume: bool,
+    poison: Option<usize>,
+) -> anyhow::Result<RunSummary> {
     let source = Synthetic {
         batch: global_batch,
         batches: 6,
@@ -159,6 +171,7 @@ fn run_with(
         config,
         model_config: model_config(),
         resume,
+        resume_changed: false,
         show_progress: false,
     };
     let tokenizer = Arc::new(TextTokenizer::bert_base_uncased());
@@ -170,7 +183,6 @@ fn run_with(
         vec![Default::default(); devices],
         None,
     )
-    .expect("training runs")
 }
 
 fn initial_model(stage_two: bool) -> Vec<u8> {
@@ -312,8 +324,22 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
         initial.clone(),
         false,
     );
-    // The second invocation continues from step 2's checkpoint up to step 4.
+    // The second invocation continues from step 2's checkpoint up to step 4 (steps 1-2 are in
+    // the warmup, whose rates a longer run shares).
     run(&resumed, train_config(1, 2, 4), 1, 2, Vec::new(), true);
+    // Going on to step 6 would have given step 4 another rate: refused.
+    let err = try_run(
+        &resumed,
+        train_config(1, 2, 6),
+        1,
+        2,
+        Vec::new(),
+        true,
+        None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("changes the learning rate of step 4"), "{err}");
     let steps: Vec<u64> = read_metrics(&resumed)
         .iter()
         .map(|m| m["step"].as_u64().unwrap())
