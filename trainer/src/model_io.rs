@@ -107,11 +107,35 @@ pub fn load_model<B: Backend>(
         ),
     };
     check_tokenizer(&tokenizer, &stored, origin)?;
+    check_finite(&model, path)?;
     Ok(LoadedModel {
         model,
         config: stored,
         tokenizer,
     })
+}
+
+/// Refuses weights holding NaN or an infinity, naming the first such parameter: a damaged file
+/// or a diverged run, from which every label would be computed from NaN without a word.
+pub fn check_finite<B: Backend>(model: &OvSegmentor<B>, path: &Path) -> Result<()> {
+    let mut bad: Option<(String, usize)> = None;
+    ovseg_model::record::for_each_float_param(model, |name, _, value| {
+        if bad.is_none() {
+            let data = value().convert::<f32>();
+            let count = data.iter::<f32>().filter(|v| !v.is_finite()).count();
+            if count > 0 {
+                bad = Some((name.to_string(), count));
+            }
+        }
+    });
+    match bad {
+        Some((name, count)) => bail!(
+            "{}: parameter {name} holds {count} non-finite values (NaN or infinity); the file is \
+             damaged or came from a diverged run",
+            path.display()
+        ),
+        None => Ok(()),
+    }
 }
 
 /// Refuses a tokenizer of another model (see `TextTokenizer::check_model`), naming where it
@@ -208,4 +232,25 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path)
         .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::Param;
+
+    #[test]
+    fn non_finite_weights_are_refused_by_name() {
+        let device = Default::default();
+        let config = OvsegConfig::tiny();
+        let mut model = config.init::<Cpu>(&device);
+        check_finite(&model, Path::new("m.ovseg")).unwrap();
+        let scale = model.logit_scale.val();
+        model.logit_scale = Param::from_tensor(scale.clone().div(scale.zeros_like()));
+        let err = check_finite(&model, Path::new("m.ovseg")).unwrap_err().to_string();
+        assert!(
+            err.starts_with("m.ovseg: parameter logit_scale holds 1 non-finite"),
+            "{err}"
+        );
+    }
 }

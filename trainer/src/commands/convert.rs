@@ -46,6 +46,7 @@ pub fn run(args: Args) -> Result<()> {
     check_tokenizer(&tokenizer, &config, origin)?;
     let (model, report) = load_checkpoint::<Cpu>(&args.checkpoint, &config, &device)?;
     tracing::info!(loaded = report.loaded, ignored = ?report.ignored, "checkpoint read");
+    crate::model_io::check_finite(&model, &args.checkpoint)?;
     let model = if args.inference_only {
         model.into_inference()
     } else {
