@@ -291,6 +291,35 @@ fn every_layout_scores_like_a_brute_force_count() {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert_eq!(report["images"], 1);
+
+    // A missing label file is named when the dataset opens, before any picture is scored.
+    let voc = dir.join("voc");
+    let labels = voc.join("SegmentationClass");
+    let first = std::fs::read_dir(&labels)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::rename(&first, dir.join("set-aside.png")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ovseg"))
+        .args([
+            "eval",
+            "--model",
+            s(&model_file),
+            "--dataset",
+            "voc",
+            "--root",
+            s(&voc),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let name = first.file_name().unwrap().to_string_lossy();
+    assert!(
+        !out.status.success() && stderr.contains("label") && stderr.contains(&*name),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -174,6 +174,14 @@ impl Dataset {
                 missing.id
             );
         }
+        // Label files too, before a training run reaches its first evaluation.
+        if let Some(missing) = samples.iter().find(|s| !s.label.is_file()) {
+            bail!(
+                "label {} of sample '{}' is missing",
+                missing.label.display(),
+                missing.id
+            );
+        }
         let with_background = vocab.with_background;
         let classes = match classes {
             Some(c) => c,
