@@ -98,5 +98,11 @@ mod tests {
         assert_eq!(working_size(224, 224, 448, 2048), (448, 448));
         // An extreme panorama is bounded by the long side.
         assert_eq!(working_size(5000, 500, 448, 2048), (2048, 205));
+        // Thin pictures keep their aspect and end up below one patch across, which
+        // `slide_logits` pads; a pixel is the least.
+        assert_eq!(working_size(1, 5000, 448, 2048), (1, 2048));
+        assert_eq!(working_size(3, 2000, 448, 2048), (3, 2048));
+        assert_eq!(working_size(2000, 3, 448, 2048), (2048, 3));
+        assert_eq!(working_size(1, 1, 448, 2048), (448, 448));
     }
 }

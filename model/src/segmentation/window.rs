@@ -1,7 +1,7 @@
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use burn::tensor::module::interpolate;
-use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions, PadMode};
 
 use super::{prepare_image, working_size, ImageNorm, RgbImage};
 use crate::model::{normalize, OvSegmentor};
@@ -48,10 +48,10 @@ impl SegmentOptions {
 /// Result of segmenting one picture.
 #[derive(Debug, Clone)]
 pub struct Segmentation<B: Backend> {
-    /// [K (+1), H, W] at the picture's own size, before argmax. Channel 0 is the background
-    /// when there is one.
-    pub logits: Tensor<B, 3>,
-    /// [H, W] label indices.
+    /// [K (+1), h, w] at the working size (SPEC 6.3 before the resize back to the picture).
+    /// Channel 0 is the background when there is one.
+    pub working_logits: Tensor<B, 3>,
+    /// [H, W] label indices at the picture's size.
     pub labels: Tensor<B, 2, Int>,
 }
 
@@ -66,6 +66,14 @@ impl<B: Backend> Segmentation<B> {
             .to_vec()
             .expect("integer labels");
         values.into_iter().map(|v| v as u32).collect()
+    }
+
+    /// [K (+1), H, W]: the logits resized to the picture, whose argmax is `labels`. This holds
+    /// every channel at full size, (K + 1) x H x W floats, so it is meant for small pictures
+    /// (`ovseg segment --out-logits`); `labels` never needs it.
+    pub fn picture_logits(&self) -> Tensor<B, 3> {
+        let [h, w] = self.labels.dims();
+        resize_logits(self.working_logits.clone(), h, w)
     }
 }
 
@@ -158,7 +166,32 @@ impl<B: Backend> OvSegmentor<B> {
 
     /// SPEC 6.2-6.3 on a normalised picture [1, 3, H, W] at working size: the window logits
     /// summed over the 448/224 slide and divided by the per-pixel window count. [K (+1), H, W].
+    ///
+    /// A side below one patch (a 1x5000 picture is 1x2048 at working size) leaves the patch
+    /// embedding nothing to cover: the reference's Conv2d refuses such an input and burn's
+    /// panics. That side is padded at its end up to one patch with zeros, i.e. the normalised
+    /// mean colour (the value mmseg's `Pad` fills in after `Normalize`), and the logits of the
+    /// padding are dropped. Pictures of at least one patch each way are untouched.
     pub fn slide_logits(
+        &self,
+        image: Tensor<B, 4>,
+        classes: Tensor<B, 2>,
+        options: &SegmentOptions,
+    ) -> Tensor<B, 3> {
+        let [_, _, h, w] = image.dims();
+        let patch = self.img_encoder.patch_size;
+        if h >= patch && w >= patch {
+            return self.slide_windows(image, classes, options);
+        }
+        let padding = [(0, patch.saturating_sub(h)), (0, patch.saturating_sub(w))];
+        let logits =
+            self.slide_windows(image.pad(padding, PadMode::Constant(0.0)), classes, options);
+        let channels = logits.dims()[0];
+        logits.slice([0..channels, 0..h, 0..w])
+    }
+
+    /// [`Self::slide_logits`] on a picture of at least one patch each way.
+    fn slide_windows(
         &self,
         image: Tensor<B, 4>,
         classes: Tensor<B, 2>,
@@ -167,7 +200,9 @@ impl<B: Backend> OvSegmentor<B> {
         let [_, _, h, w] = image.dims();
         let device = image.device();
         let channels = classes.dims()[0] + usize::from(options.bg_thresh.is_some());
-        let boxes = window_boxes(h, w, options.window, options.stride);
+        // A window below one patch would leave the patch embedding empty too.
+        let window = options.window.max(self.img_encoder.patch_size);
+        let boxes = window_boxes(h, w, window, options.stride.max(1));
 
         let mut sum = Tensor::<B, 3>::zeros([channels, h, w], &device);
         let mut count = Tensor::<B, 3>::zeros([1, h, w], &device);
@@ -200,7 +235,11 @@ impl<B: Backend> OvSegmentor<B> {
     }
 
     /// Segments a decoded picture end to end: resize to the working size, slide, resize the
-    /// logits back to the picture's size, argmax.
+    /// logits back to the picture's size, argmax (SPEC 6.2-6.3), every picture size from 1x1 up.
+    ///
+    /// Memory beyond the model's: the working-size logits, (K + 1) x h x w floats with h x w at
+    /// most `short_side` x `max_long_side`, and about `4 x ARGMAX_CHANNELS + 40` bytes a picture
+    /// pixel for the label map ([`upsampled_argmax`]), whatever the number of labels K.
     pub fn segment(
         &self,
         picture: &RgbImage,
@@ -215,26 +254,71 @@ impl<B: Backend> OvSegmentor<B> {
             options.max_long_side,
         );
         let image = prepare_image::<B>(picture, size, ImageNorm::default(), &device);
-        let logits = self.slide_logits(image, classes, options);
-        let logits = if size == (picture.width, picture.height) {
-            logits
-        } else {
-            interpolate(
-                logits.unsqueeze_dim::<4>(0),
-                [picture.height, picture.width],
-                bilinear(),
-            )
-            .squeeze_dim::<3>(0)
-        };
-        let labels = logits.clone().argmax(0).squeeze_dim::<2>(0);
-        Segmentation { logits, labels }
+        let working_logits = self.slide_logits(image, classes, options);
+        let labels = upsampled_argmax(working_logits.clone(), picture.height, picture.width);
+        Segmentation {
+            working_logits,
+            labels,
+        }
     }
+}
+
+/// Channels [`upsampled_argmax`] resizes to the picture's size at a time.
+const ARGMAX_CHANNELS: usize = 8;
+
+/// `logits` [C, h, w] bilinearly resized to [C, height, width] (align_corners false, SPEC 6.3).
+fn resize_logits<B: Backend>(logits: Tensor<B, 3>, height: usize, width: usize) -> Tensor<B, 3> {
+    let [_, h, w] = logits.dims();
+    if (h, w) == (height, width) {
+        return logits;
+    }
+    interpolate(logits.unsqueeze_dim::<4>(0), [height, width], bilinear()).squeeze_dim::<3>(0)
+}
+
+/// The argmax over channels of `logits` [C, h, w] resized to [height, width], as [height, width],
+/// without all C channels at full size: [`ARGMAX_CHANNELS`] channels are resized at a time and
+/// folded into a running best score and label per pixel. Bilinear resizing treats each channel
+/// on its own and a later chunk wins only when strictly greater (ties stay with the lower label,
+/// as in argmax), so the map equals `resize_logits(logits).argmax(0)` exactly.
+///
+/// Bound: besides `logits`, about ARGMAX_CHANNELS + 6 values a picture pixel (the resized
+/// chunk, its max and argmax, the running score and label and their updates), i.e. roughly
+/// `4 x ARGMAX_CHANNELS + 40` bytes a pixel with 64-bit labels, not C x 4.
+fn upsampled_argmax<B: Backend>(
+    logits: Tensor<B, 3>,
+    height: usize,
+    width: usize,
+) -> Tensor<B, 2, Int> {
+    let [c, h, w] = logits.dims();
+    if (h, w) == (height, width) {
+        return logits.argmax(0).squeeze_dim::<2>(0);
+    }
+    let mut best: Option<(Tensor<B, 3>, Tensor<B, 3, Int>)> = None;
+    for start in (0..c).step_by(ARGMAX_CHANNELS) {
+        let chunk = logits
+            .clone()
+            .slice([start..(start + ARGMAX_CHANNELS).min(c), 0..h, 0..w]);
+        let chunk = resize_logits(chunk, height, width);
+        let label = chunk.clone().argmax(0) + start as i64; // [1, H, W]
+        let score = chunk.max_dim(0);
+        best = Some(match best {
+            None => (score, label),
+            Some((best_score, best_label)) => {
+                let better = score.clone().greater(best_score.clone());
+                (
+                    best_score.mask_where(better.clone(), score),
+                    best_label.mask_where(better, label),
+                )
+            }
+        });
+    }
+    best.expect("logits have channels").1.squeeze_dim::<2>(0)
 }
 
 /// mmseg's slide boxes [y1, y2, x1, x2]: a grid with the given stride, the last window of each
 /// axis shifted back to end at the border.
 pub fn window_boxes(h: usize, w: usize, window: usize, stride: usize) -> Vec<[usize; 4]> {
-    let steps = |size: usize| (size.saturating_sub(window) + stride - 1) / stride + 1;
+    let steps = |size: usize| size.saturating_sub(window).div_ceil(stride) + 1;
     let mut boxes = Vec::new();
     for hi in 0..steps(h) {
         for wi in 0..steps(w) {
@@ -248,7 +332,11 @@ pub fn window_boxes(h: usize, w: usize, window: usize, stride: usize) -> Vec<[us
 
 #[cfg(test)]
 mod tests {
-    use super::window_boxes;
+    use burn::backend::{Flex, NdArray};
+    use burn::tensor::Distribution;
+
+    use super::*;
+    use crate::OvsegConfig;
 
     #[test]
     fn slide_boxes_cover_the_picture() {
@@ -262,5 +350,85 @@ mod tests {
         );
         assert_eq!(window_boxes(300, 300, 448, 224), vec![[0, 300, 0, 300]]);
         assert_eq!(window_boxes(896, 448, 448, 224).len(), 3);
+    }
+
+    /// Logits with many exact ties (a few levels only), [C, h, w].
+    fn tied_logits<B: Backend>(c: usize, h: usize, w: usize) -> Tensor<B, 3> {
+        let values = (0..c * h * w).map(|i| ((i * 7919) % 5) as f32).collect();
+        Tensor::from_data(TensorData::new(values, [c, h, w]), &Default::default())
+    }
+
+    fn ints<B: Backend>(t: Tensor<B, 2, Int>) -> Vec<i64> {
+        t.into_data().convert::<i64>().to_vec().unwrap()
+    }
+
+    fn argmax_matches_the_full_resize<B: Backend>() {
+        let sizes = [
+            (21, 7, 9, 23, 31),
+            (21, 30, 20, 11, 7),
+            (8, 5, 5, 9, 9),
+            (1, 3, 4, 6, 8),
+            (151, 4, 6, 13, 5),
+        ];
+        for (c, h, w, height, width) in sizes {
+            let random = Tensor::random([c, h, w], Distribution::Default, &Default::default());
+            for logits in [tied_logits::<B>(c, h, w), random] {
+                let full = resize_logits(logits.clone(), height, width).argmax(0);
+                let running = upsampled_argmax(logits, height, width);
+                assert_eq!(running.dims(), [height, width]);
+                assert_eq!(
+                    ints(running),
+                    ints(full.squeeze_dim::<2>(0)),
+                    "{c} channels {h}x{w} -> {height}x{width}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn running_argmax_equals_the_argmax_of_the_full_resize() {
+        argmax_matches_the_full_resize::<Flex>();
+        argmax_matches_the_full_resize::<NdArray>();
+    }
+
+    fn picture(width: usize, height: usize) -> RgbImage {
+        let pixels = (0..width * height * 3)
+            .map(|i| (i * 31 % 256) as u8)
+            .collect();
+        RgbImage::new(width, height, pixels).unwrap()
+    }
+
+    /// Every picture size segments, thin ones below one patch at working size included.
+    #[test]
+    fn thin_and_tiny_pictures_get_a_label_map_of_their_size() {
+        let device = Default::default();
+        let model = OvsegConfig::tiny().init_inference::<Flex>(&device);
+        let classes = Tensor::<Flex, 2>::random([3, 32], Distribution::Normal(0.0, 1.0), &device);
+        let classes = normalize(classes);
+        let paper = model.segment_options(None);
+        // Working size and window below one patch too (the window is taken as one patch).
+        let small = SegmentOptions {
+            short_side: 8,
+            max_long_side: 8,
+            window: 8,
+            stride: 4,
+            ..paper.clone()
+        };
+        let cases = [
+            (1, 5000, &paper),
+            (5000, 1, &paper),
+            (3, 2000, &paper),
+            (2000, 3, &paper),
+            (1, 1, &paper),
+            (1, 1, &small),
+            (40, 3, &small),
+        ];
+        for (w, h, options) in cases {
+            let result = model.segment(&picture(w, h), classes.clone(), options);
+            assert_eq!(result.labels.dims(), [h, w], "{w}x{h}");
+            assert!(result.label_values().iter().all(|&l| l < 4), "{w}x{h}");
+            let (ww, wh) = working_size(w, h, options.short_side, options.max_long_side);
+            assert_eq!(result.working_logits.dims(), [4, wh, ww], "{w}x{h}");
+        }
     }
 }

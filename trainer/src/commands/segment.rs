@@ -1,6 +1,6 @@
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
 use ovseg_model::segmentation::{parse_labels, ClassEmbedder, SegmentOptions, TemplateSet};
@@ -118,20 +118,23 @@ fn run_on<B: Backend>(args: &Args, device: B::Device) -> Result<()> {
                 .map(|n| n.to_string_lossy().to_string())
                 .unwrap_or_default(),
         );
-        let outcome = segment_one(
-            &model,
-            path,
-            &classes,
-            &options,
-            &names,
-            background,
-            &args,
-            out_dir.as_deref(),
-        );
+        let outcome = guarded(|| {
+            segment_one(
+                &model,
+                path,
+                &classes,
+                &options,
+                &names,
+                background,
+                args,
+                out_dir.as_deref(),
+            )
+        });
         match outcome {
             Ok(summary) => bar.suspend(|| println!("{summary}")),
             Err(e) if images.len() > 1 => {
-                bar.suspend(|| eprintln!("skipped {}: {e:#}", path.display()));
+                let reason = format!("{e:#}").replace('\n', " ");
+                bar.suspend(|| eprintln!("skipped {}: {reason}", path.display()));
                 failures.push(path.clone());
             }
             Err(e) => return Err(e),
@@ -147,6 +150,24 @@ fn run_on<B: Backend>(args: &Args, device: B::Device) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Runs one picture's work, a panic (a bug, or the backend refusing an input) becoming that
+/// picture's error so that a folder run goes on with the other pictures. The default panic hook
+/// is silenced meanwhile: the error is reported in one line like any other.
+fn guarded(work: impl FnOnce() -> Result<String>) -> Result<String> {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+    std::panic::set_hook(default_hook);
+    outcome.unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown cause");
+        Err(anyhow!("internal error: {message}"))
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -182,7 +203,7 @@ fn segment_one<B: Backend>(
             .with_context(|| format!("cannot write {}", p.display()))?;
     }
     if let Some(p) = &args.out_logits {
-        write_logits(p, result.logits)?;
+        write_logits(p, result.picture_logits())?;
     }
 
     if let Some(base) = &args.share_url {
@@ -259,4 +280,18 @@ fn write_logits<B: Backend>(path: &Path, logits: Tensor<B, 3>) -> Result<()> {
     let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, &bytes)?;
     let file = safetensors::serialize([("logits", view)], None)?;
     write_atomically(path, &file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_becomes_the_pictures_error() {
+        assert_eq!(guarded(|| Ok("fine".into())).unwrap(), "fine");
+        let e = guarded(|| panic!("conv of an empty input")).unwrap_err();
+        assert_eq!(e.to_string(), "internal error: conv of an empty input");
+        let e = guarded(|| bail!("corrupt image x.png")).unwrap_err();
+        assert_eq!(e.to_string(), "corrupt image x.png");
+    }
 }
