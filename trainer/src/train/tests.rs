@@ -157,7 +157,7 @@ fn try_run(
     initial: Vec<u8>,
     resume: bool,
     poison: Option<usize>,
-) -> anyhow::Result<RunSummary> {
+) -> Result<RunSummary> {
     let source = Synthetic {
         batch: global_batch,
         batches: 6,
@@ -533,4 +533,66 @@ fn an_autocast_step_follows_the_f32_step_and_keeps_f32_parameters() {
         bf16_weights < 0.05,
         "bf16: weights {bf16_weights} of the update from f32's"
     );
+}
+
+/// A real stage-2 run: after every step the text encoder is the one it started with and the
+/// momentum encoder is 0.99 of its previous self plus 0.01 of the online encoder just updated;
+/// cut after step 2 (its later checkpoints gone), it resumes to the same losses and weights.
+#[test]
+fn stage_two_freezes_text_moves_momentum_and_resumes_exactly() {
+    let initial = initial_model(true);
+    let config = || TrainConfig {
+        checkpoint_every: 1,
+        ..train_config(2, 2, 4)
+    };
+    let dir = scratch("stage2-run");
+    run(&dir, config(), 1, 2, initial.clone(), false);
+    let load = |bytes: Vec<u8>| {
+        model_from_bytes::<Flex>(bytes, "run", &Default::default())
+            .unwrap()
+            .0
+    };
+    let start = load(initial);
+    let momentum =
+        |m: &ovseg_model::OvSegmentor<Flex>| collect(m.img_encoder_momentum.as_ref().unwrap());
+    let mut previous = momentum(&start);
+    for step in 1..=4 {
+        let path = dir.join(format!("checkpoints/step-{step:08}/model.mpk"));
+        let model = load(std::fs::read(path).unwrap());
+        assert_eq!(
+            collect(&model.text_encoder),
+            collect(&start.text_encoder),
+            "step {step}"
+        );
+        let (online, now) = (collect(&model.img_encoder), momentum(&model));
+        for ((o, n), p) in online
+            .iter()
+            .flatten()
+            .zip(now.iter().flatten())
+            .zip(previous.iter().flatten())
+        {
+            let expected = 0.99 * p + 0.01 * o;
+            assert!(
+                (n - expected).abs() <= 1e-6 * expected.abs().max(1.0),
+                "step {step}"
+            );
+        }
+        assert_ne!(now, previous, "step {step} moved the momentum encoder");
+        previous = now;
+    }
+
+    let (metrics, end) = (read_metrics(&dir), weights(&dir.join("model.mpk")));
+    for step in [3, 4] {
+        std::fs::remove_dir_all(dir.join(format!("checkpoints/step-{step:08}"))).unwrap();
+    }
+    std::fs::remove_file(dir.join("model.mpk")).unwrap();
+    std::fs::write(dir.join("checkpoints/latest"), "step-00000002").unwrap();
+    run(&dir, config(), 1, 2, Vec::new(), true);
+    let again = read_metrics(&dir);
+    assert_eq!(again.len(), 4);
+    for (x, y) in metrics.iter().zip(&again) {
+        assert_eq!(x["total"], y["total"], "step {}", x["step"]);
+    }
+    assert_eq!(weights(&dir.join("model.mpk")), end);
+    std::fs::remove_dir_all(&dir).ok();
 }
