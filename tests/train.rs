@@ -436,7 +436,7 @@ impl Drop for Running {
 
 #[test]
 fn two_machines_train_as_two_devices_of_one_machine() {
-    // Several machines as a user starts them (README "Several machines"): the orchestrator and
+    // Several machines as a user starts them (docs/training.md, "Several GPUs, several machines"): the orchestrator and
     // two `ovseg train --nodes 2` processes, here on 127.0.0.1. Each trains half of every batch
     // and must match, step for step, one process with `--devices 2` (Gumbel noise off: in one
     // process both devices draw from one generator, in two from two).

@@ -1,4 +1,4 @@
-//! Where the model runs. The CPU default is Flex, measured fastest here (`ovseg bench`, README);
+//! Where the model runs. The CPU default is Flex, measured fastest here (`ovseg bench`, docs/benchmarks.md);
 //! CUDA and wgpu (Vulkan/Metal/WebGPU) are compiled in with the `cuda` and `wgpu` features.
 
 pub type Cpu = burn::backend::Flex;

@@ -1,4 +1,4 @@
-//! `ovseg`: convert released OVSegmentor checkpoints, segment pictures with any words, benchmark.
+//! `ovseg`: the command line over the model crate (docs/cli.md lists every command).
 
 mod backend;
 mod commands;
@@ -36,8 +36,9 @@ enum Command {
     Eval(commands::eval::Args),
     /// Generate a synthetic world: image-caption pairs and a held-out split with ground truth.
     Synth(commands::synth::Args),
-    /// Write what the in-browser page needs: f16 inference-only weights, config, tokenizer and
-    /// precomputed class embeddings of the VOC, Context, COCO Object and ADE20K vocabularies.
+    /// Write what the in-browser page needs: inference-only weight packs (int8 by default; the
+    /// text pack carries the tokenizer) and precomputed class embeddings of the VOC, Context,
+    /// COCO Object and ADE20K vocabularies.
     ExportWeb(commands::export_web::Args),
     /// Time the image and text encoders on the CPU backends (random weights), or training.
     Bench(commands::bench::Args),

@@ -39,7 +39,7 @@ pub struct Args {
     out: PathBuf,
     /// Weight storage: int8 (8-bit blocks for the matrices, f16 for the rest; about a quarter
     /// of f32), int8-mlp6 (the transformer MLP matrices in 6-bit blocks), int6 (every matrix in
-    /// 6-bit blocks), f16 or f32. Accuracy of each is measured in the README.
+    /// 6-bit blocks), f16 or f32. Accuracy of each is measured in docs/cli.md.
     #[arg(long, default_value = "int8", value_parser = ["int8", "int8-mlp6", "int6", "f16", "f32"])]
     precision: String,
     /// Also precompute the class embeddings of these comma-separated words (repeatable), e.g.

@@ -45,7 +45,7 @@ pub struct Args {
     #[arg(long)]
     out_dir: Option<PathBuf>,
     /// Print a segmentation link for each picture: the page at BASE (e.g. https://host/ovseg/)
-    /// shows the result from the link alone (README "Share links").
+    /// shows the result from the link alone (docs/web.md, "Share links").
     #[arg(long, value_name = "BASE")]
     share_url: Option<String>,
     /// With --share-url: the picture's URL to put in the link instead of an embedded small JPEG.
