@@ -19,7 +19,7 @@ use burn::prelude::*;
 use burn::tensor::f16;
 use serde::{Deserialize, Serialize};
 
-use crate::config::OvsegConfig;
+use crate::config::{OvsegConfig, MAX_TENSOR_VALUES};
 use crate::error::OvsegError;
 use crate::model::OvSegmentor;
 use crate::record::for_each_float_param;
@@ -121,12 +121,15 @@ enum Dtype {
 }
 
 impl Dtype {
-    fn bytes_for(self, n: usize) -> usize {
+    /// Bytes of `n` values; `None` when the count does not fit in a u64. Counted in u64 on every
+    /// target: a header may describe a tensor whose byte count overflows a 32-bit usize.
+    fn bytes_for(self, n: u64) -> Option<u64> {
+        let scales = || n.div_ceil(Q_BLOCK as u64).checked_mul(2);
         match self {
-            Self::F32 => 4 * n,
-            Self::F16 => 2 * n,
-            Self::Q8 => 2 * n.div_ceil(Q_BLOCK) + n,
-            Self::Q6 => 2 * n.div_ceil(Q_BLOCK) + 3 * n.div_ceil(4),
+            Self::F32 => n.checked_mul(4),
+            Self::F16 => n.checked_mul(2),
+            Self::Q8 => scales()?.checked_add(n),
+            Self::Q6 => scales()?.checked_add(n.div_ceil(4).checked_mul(3)?),
         }
     }
 
@@ -142,10 +145,17 @@ impl Dtype {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Entry {
     path: String,
-    shape: Vec<usize>,
+    /// u64 as the header stores them, whatever this target's usize.
+    shape: Vec<u64>,
     dtype: Dtype,
     /// From the start of the tensor bytes.
-    offset: usize,
+    offset: u64,
+    /// Where the tensor's bytes lie in the whole file, set by [`Pack::from_bytes`] once checked.
+    #[serde(skip)]
+    span: std::ops::Range<usize>,
+    /// The product of `shape`, set with `span`.
+    #[serde(skip)]
+    values: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -163,9 +173,8 @@ struct Header {
 /// A decoded pack: its header and tensor bytes, not yet on a device.
 pub struct Pack {
     header: Header,
-    /// The whole file; tensors start at `data_start`.
+    /// The whole file (tensors at their entries' `span`).
     bytes: Vec<u8>,
-    data_start: usize,
     origin: String,
 }
 
@@ -210,6 +219,13 @@ pub fn write_pack<B: Backend>(
         tensors,
     };
     let json = serde_json::to_vec(&header).expect("pack header serialises");
+    if json.len() > MAX_HEADER {
+        return Err(OvsegError::Input(format!(
+            "the {} pack's header would take {} bytes, over the limit of {MAX_HEADER}",
+            part.name(),
+            json.len()
+        )));
+    }
     let mut out = Vec::with_capacity(12 + json.len() + data.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(json.len() as u32).to_le_bytes());
@@ -240,9 +256,11 @@ fn encode_tensor(
     encode(dtype, &values, data);
     Ok(Entry {
         path: path.to_string(),
-        shape,
+        shape: shape.iter().map(|&d| d as u64).collect(),
         dtype,
-        offset,
+        offset: offset as u64,
+        span: offset..data.len(),
+        values: values.len(),
     })
 }
 
@@ -307,13 +325,14 @@ impl Pack {
             return Err(fail("truncated before the header".into()));
         };
         let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
-        if len > MAX_HEADER || 12 + len > bytes.len() {
+        let data_start = 12usize.saturating_add(len);
+        if len > MAX_HEADER || data_start > bytes.len() {
             return Err(fail(format!(
                 "header of {len} bytes does not fit in the file ({} bytes): truncated?",
                 bytes.len()
             )));
         }
-        let header: Header = serde_json::from_slice(&bytes[12..12 + len])
+        let mut header: Header = serde_json::from_slice(&bytes[12..data_start])
             .map_err(|e| fail(format!("unreadable header: {e}")))?;
         if header.format != PACK_FORMAT {
             return Err(fail(format!(
@@ -321,31 +340,49 @@ impl Pack {
                 header.format
             )));
         }
-        header.config.validate()?;
-        // The tensor bytes stay where they are: a pack is tens of MB in a browser tab.
-        let data_start = 12 + len;
-        let data = &bytes[data_start..];
-        let mut end = 0;
-        for e in &header.tensors {
+        header.config.validate().map_err(|e| fail(e.to_string()))?;
+        // The tensor bytes stay where they are: a pack is tens of MB in a browser tab. Every
+        // size below is counted in u64 and checked, so that a hostile header is an error on a
+        // 32-bit target too.
+        let data_len = (bytes.len() - data_start) as u64;
+        let mut end = 0u64;
+        for e in &mut header.tensors {
             let n = e
                 .shape
                 .iter()
-                .try_fold(1usize, |a, d| a.checked_mul(*d))
-                .filter(|n| *n > 0)
+                .try_fold(1u64, |a, &d| a.checked_mul(d))
+                .filter(|&n| n > 0)
                 .ok_or_else(|| fail(format!("{}: impossible shape {:?}", e.path, e.shape)))?;
-            let stop = e.offset.checked_add(e.dtype.bytes_for(n));
-            if e.offset < end || stop.is_none_or(|s| s > data.len()) {
+            if n > MAX_TENSOR_VALUES {
+                return Err(fail(format!(
+                    "{}: shape {:?} has {n} values, over the limit of {MAX_TENSOR_VALUES} for one tensor",
+                    e.path, e.shape
+                )));
+            }
+            let stop = e
+                .dtype
+                .bytes_for(n)
+                .and_then(|len| e.offset.checked_add(len));
+            let Some(stop) = stop.filter(|&s| e.offset >= end && s <= data_len) else {
                 return Err(fail(format!(
                     "{}: its bytes lie outside the file or overlap another tensor: truncated or corrupt",
                     e.path
                 )));
-            }
-            end = stop.expect("checked");
+            };
+            end = stop;
+            // Both within the file, which is in memory: they fit in a usize.
+            let at = |x: u64| {
+                usize::try_from(x)
+                    .ok()
+                    .and_then(|x| x.checked_add(data_start))
+                    .ok_or_else(|| fail(format!("{}: offset {x} out of range", e.path)))
+            };
+            e.span = at(e.offset)?..at(stop)?;
+            e.values = usize::try_from(n).map_err(|_| fail(format!("{}: too large", e.path)))?;
         }
         Ok(Self {
             header,
             bytes,
-            data_start,
             origin: origin.into(),
         })
     }
@@ -374,10 +411,10 @@ impl Pack {
         }
     }
 
+    /// The values of a checked entry ([`Pack::from_bytes`]).
     fn values(&self, e: &Entry) -> Vec<f32> {
-        let n: usize = e.shape.iter().product();
-        let start = self.data_start + e.offset;
-        let bytes = &self.bytes[start..start + e.dtype.bytes_for(n)];
+        let n = e.values;
+        let bytes = &self.bytes[e.span.clone()];
         match e.dtype {
             Dtype::F32 => bytes
                 .chunks_exact(4)
@@ -456,7 +493,7 @@ impl Pack {
         if loader.used != self.header.tensors.len() {
             loader.problems.push(format!(
                 "{} tensors the model does not have",
-                self.header.tensors.len() - loader.used
+                self.header.tensors.len().saturating_sub(loader.used)
             ));
         }
         if !loader.problems.is_empty() {
@@ -499,7 +536,12 @@ impl<B: Backend> ModuleMapper<B> for Loader<'_> {
             return param;
         };
         let expected = param.lazy_shape().to_vec();
-        if entry.shape != expected {
+        if !entry
+            .shape
+            .iter()
+            .copied()
+            .eq(expected.iter().map(|&d| d as u64))
+        {
             self.problems.push(format!(
                 "{path}: file {:?}, model {expected:?}",
                 entry.shape
@@ -508,10 +550,7 @@ impl<B: Backend> ModuleMapper<B> for Loader<'_> {
         }
         self.used += 1;
         let device = param.lazy_device();
-        let tensor = Tensor::from_data(
-            TensorData::new(self.pack.values(entry), entry.shape.clone()),
-            &device,
-        );
+        let tensor = Tensor::from_data(TensorData::new(self.pack.values(entry), expected), &device);
         // A fresh value under the same id; a lazy parameter is never initialised at random.
         Param::initialized(param.id, tensor)
     }
@@ -531,8 +570,11 @@ pub fn part_sizes<B: Backend>(
             Part::Image => &mut image,
             Part::Text => &mut text,
         };
+        let bytes = storage.dtype_for(path, &shape).bytes_for(n as u64);
         slot.0 += n;
-        slot.1 += storage.dtype_for(path, &shape).bytes_for(n);
+        slot.1 += bytes
+            .and_then(|b| usize::try_from(b).ok())
+            .unwrap_or(usize::MAX);
     });
     [
         (Part::Image, image.0, image.1),
@@ -626,7 +668,8 @@ mod tests {
         for dtype in [Dtype::Q8, Dtype::Q6] {
             let mut bytes = Vec::new();
             encode(dtype, &values, &mut bytes);
-            assert_eq!(bytes.len(), dtype.bytes_for(201));
+            assert_eq!(bytes.len() as u64, dtype.bytes_for(201).unwrap());
+            let span = 0..bytes.len();
             let pack = Pack {
                 header: Header {
                     format: PACK_FORMAT,
@@ -637,7 +680,6 @@ mod tests {
                     tensors: vec![],
                 },
                 bytes,
-                data_start: 0,
                 origin: "mem".into(),
             };
             let entry = Entry {
@@ -645,6 +687,8 @@ mod tests {
                 shape: vec![201],
                 dtype,
                 offset: 0,
+                span,
+                values: 201,
             };
             let back = pack.values(&entry);
             assert_eq!(back.len(), 201);
@@ -714,6 +758,107 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("another model configuration"), "{e}");
+    }
+
+    /// A pack made by hand: `tensors` as the header lists them, `data` bytes after it.
+    fn hand_made(config: serde_json::Value, tensors: serde_json::Value, data: usize) -> Vec<u8> {
+        let header = serde_json::json!({
+            "format": PACK_FORMAT, "part": "image", "storage": "f32",
+            "config": config, "tensors": tensors,
+        });
+        let json = serde_json::to_vec(&header).unwrap();
+        let mut out = MAGIC.to_vec();
+        out.extend((json.len() as u32).to_le_bytes());
+        out.extend(json);
+        out.extend(vec![0u8; data]);
+        out
+    }
+
+    /// Sizes in a header are counted in u64 and checked: overflowing shapes, offsets and byte
+    /// counts (2^30 f32 values overflow a 32-bit usize byte count) and absurd configurations
+    /// are errors naming the file, never a panic or an allocation.
+    #[test]
+    fn hostile_headers_are_errors() {
+        let config = serde_json::to_value(tiny()).unwrap();
+        let tensor = |shape: serde_json::Value, dtype: &str, offset: u64| {
+            serde_json::json!([{"path": "img_encoder.pos_embed", "shape": shape,
+                                "dtype": dtype, "offset": offset}])
+        };
+        let max = u64::MAX;
+        let cases = [
+            (
+                tensor(serde_json::json!([max, 2]), "f32", 0),
+                "impossible shape",
+            ),
+            (
+                tensor(serde_json::json!([0, 4]), "f32", 0),
+                "impossible shape",
+            ),
+            (
+                tensor(serde_json::json!([1u64 << 30]), "f32", 0),
+                "has 1073741824 values, over the limit of 268435456",
+            ),
+            (
+                tensor(serde_json::json!([1u64 << 16, 1u64 << 16]), "q6", 0),
+                "has 4294967296 values",
+            ),
+            (
+                tensor(serde_json::json!([4]), "f32", max - 3),
+                "outside the file",
+            ),
+            (
+                tensor(serde_json::json!([4]), "f16", max),
+                "outside the file",
+            ),
+            (
+                tensor(serde_json::json!([1u64 << 28]), "f32", 0),
+                "outside the file",
+            ),
+            (
+                tensor(serde_json::json!([17]), "f32", 0),
+                "outside the file",
+            ),
+        ];
+        for (tensors, expected) in cases {
+            let bytes = hand_made(config.clone(), tensors, 64);
+            let e = Pack::from_bytes(bytes, "evil/image.ovsegpack")
+                .err()
+                .expect("an error")
+                .to_string();
+            assert!(
+                e.starts_with("checkpoint evil/image.ovsegpack: img_encoder.pos_embed: ")
+                    && e.contains(expected),
+                "{expected}: {e}"
+            );
+        }
+        // Two tensors over the same bytes.
+        let both = serde_json::json!([
+            {"path": "a", "shape": [4], "dtype": "f32", "offset": 0},
+            {"path": "b", "shape": [4], "dtype": "f32", "offset": 8},
+        ]);
+        let e = Pack::from_bytes(hand_made(config.clone(), both, 64), "x.ovsegpack")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("b: its bytes") && e.contains("overlap"), "{e}");
+        // Within its 64 bytes: accepted (the shape is checked against the model at loading).
+        let fits = tensor(serde_json::json!([16]), "f32", 0);
+        let pack = Pack::from_bytes(hand_made(config.clone(), fits, 64), "ok.ovsegpack").unwrap();
+        assert_eq!(pack.header.tensors[0].span.len(), 64);
+        // An absurd configuration in the header, refused before anything is built from it.
+        let mut huge = config;
+        huge["image"]["embed_dim"] = serde_json::json!(1u64 << 40);
+        let e = Pack::from_bytes(
+            hand_made(huge, serde_json::json!([]), 0),
+            "evil/image.ovsegpack",
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert_eq!(
+            e,
+            "checkpoint evil/image.ovsegpack: invalid model configuration: image.embed_dim 1099511627776 is out of bounds (2..=8192)"
+        );
     }
 
     #[test]

@@ -125,7 +125,11 @@ pub fn model_from_bytes<B: Backend>(
             manifest.format
         )));
     }
-    manifest.config.validate()?;
+    // Before anything is built from it: the sizes come from the file.
+    manifest
+        .config
+        .validate()
+        .map_err(|e| fail(e.to_string()))?;
     let empty = manifest.init::<B>(device);
     let expected = shapes(&empty);
     let model = empty.load_record(record.model);
@@ -229,6 +233,25 @@ mod tests {
         let bytes = model_to_bytes(inference, &config, None, Precision::Full).unwrap();
         let (back, manifest) = model_from_bytes::<NdArray>(bytes, "mem", &device).unwrap();
         assert!(!manifest.training_heads && back.bridge_projector.is_none());
+    }
+
+    /// A manifest's configuration is checked before the model is built from it.
+    #[test]
+    fn absurd_manifest_is_refused_naming_the_file() {
+        let device = Default::default();
+        let config = tiny();
+        let model = config.init_inference::<NdArray>(&device);
+        let mut absurd = config.clone();
+        absurd.text.vocab_size = 1 << 40;
+        let bytes = model_to_bytes(model, &absurd, None, Precision::Half).unwrap();
+        let e = model_from_bytes::<NdArray>(bytes, "evil.mpk", &device)
+            .err()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            e,
+            "checkpoint evil.mpk: invalid model configuration: text.vocab_size 1099511627776 is out of bounds (1..=1048576)"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use crossbeam_channel::Sender;
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -31,14 +31,41 @@ pub struct ShardPair {
 /// Picture extensions the decoder reads.
 const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
 
+/// Pictures and captions larger than this are skipped as damaged: img2dataset's pictures are
+/// resized, a few hundred kB, and a member's bytes are held in memory whole.
+pub const MAX_MEMBER_BYTES: u64 = 64 << 20;
+
 /// Reads the picture-caption pairs of one shard in order, calling `emit` for each; members
-/// without a partner are counted in `unpaired`. A read error ends the shard with an error.
+/// without a partner are counted in `unpaired`, and so is a sample whose picture or caption is
+/// over [`MAX_MEMBER_BYTES`] (skipped unread as damaged, with a warning naming it). A damaged
+/// shard (unreadable header, a member claiming more bytes than the file has left: truncated)
+/// ends with an error naming it and the member, after the pairs before it were emitted. The
+/// memory a member takes is bounded by the cap and by the bytes left in the file, whatever its
+/// header says.
 pub fn read_shard(
     path: &Path,
+    unpaired: &mut usize,
+    emit: impl FnMut(ShardPair) -> bool,
+) -> Result<()> {
+    read_shard_capped(path, MAX_MEMBER_BYTES, unpaired, emit)
+}
+
+fn read_shard_capped(
+    path: &Path,
+    max_member: u64,
     unpaired: &mut usize,
     mut emit: impl FnMut(ShardPair) -> bool,
 ) -> Result<()> {
     let file = File::open(path).with_context(|| format!("cannot open shard {}", path.display()))?;
+    let metadata = file
+        .metadata()
+        .with_context(|| format!("cannot read shard {}", path.display()))?;
+    // What a member's data can take at most: the bytes after its header (a pipe: unknown).
+    let file_len = if metadata.is_file() {
+        metadata.len()
+    } else {
+        u64::MAX
+    };
     let mut archive = tar::Archive::new(BufReader::new(file));
     let shard_name = path.file_name().map_or_else(
         || path.display().to_string(),
@@ -53,7 +80,20 @@ pub fn read_shard(
         if !entry.header().entry_type().is_file() {
             continue;
         }
-        let member = entry.path()?.to_string_lossy().into_owned();
+        let member = entry
+            .path()
+            .with_context(|| format!("shard {} is damaged: a member's name", path.display()))?
+            .to_string_lossy()
+            .into_owned();
+        // The size the header claims (or its pax extension), checked before any byte is read.
+        let size = entry.size();
+        let left = file_len.saturating_sub(entry.raw_file_position());
+        if size > left {
+            bail!(
+                "shard {} is damaged: {member} claims {size} bytes but only {left} are left in the file (truncated?)",
+                path.display()
+            );
+        }
         let (key, extension) = split_key(&member);
         if current.as_ref().is_some_and(|c| c.key != key) {
             let done = current.take().expect("checked");
@@ -65,13 +105,32 @@ pub fn read_shard(
         }
         let pending = current.get_or_insert_with(|| Pending::new(key));
         let extension = extension.to_ascii_lowercase();
-        let mut bytes = Vec::with_capacity(entry.header().size().unwrap_or(0) as usize);
+        let image = IMAGE_EXTENSIONS.contains(&extension.as_str()) && pending.image.is_none();
+        if !image && extension != "txt" {
+            continue; // metadata and extra pictures: the archive skips their bytes
+        }
+        if size > max_member {
+            tracing::warn!(
+                "skipping {shard_name}/{member}: {size} bytes, over the limit of {max_member} for a picture or caption; its sample is dropped as damaged"
+            );
+            pending.damaged = true;
+            continue;
+        }
+        // At most `max_member`, and no more than the file holds.
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
         entry
             .read_to_end(&mut bytes)
             .with_context(|| format!("shard {} is damaged at {member}", path.display()))?;
-        if IMAGE_EXTENSIONS.contains(&extension.as_str()) && pending.image.is_none() {
+        if bytes.len() as u64 != size {
+            bail!(
+                "shard {} is damaged: {member} ends after {} of its {size} bytes",
+                path.display(),
+                bytes.len()
+            );
+        }
+        if image {
             pending.image = Some((member.clone(), bytes));
-        } else if extension == "txt" {
+        } else {
             pending.caption = Some(String::from_utf8_lossy(&bytes).into_owned());
         }
     }
@@ -94,6 +153,8 @@ struct Pending {
     key: String,
     image: Option<(String, Vec<u8>)>,
     caption: Option<String>,
+    /// A picture or caption of it was skipped as oversized.
+    damaged: bool,
 }
 
 impl Pending {
@@ -102,10 +163,15 @@ impl Pending {
             key: key.to_string(),
             image: None,
             caption: None,
+            damaged: false,
         }
     }
 
     fn pair(self, shard: &str, unpaired: &mut usize) -> Option<ShardPair> {
+        if self.damaged {
+            *unpaired += 1;
+            return None;
+        }
         match (self.image, self.caption) {
             (Some((member, image)), Some(caption)) => Some(ShardPair {
                 name: format!("{shard}/{member}"),
@@ -285,6 +351,165 @@ impl Stream<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A ustar header made by hand: the size field holds 12 octal digits (up to 64 GiB).
+    fn tar_header(name: &str, size: u64) -> [u8; 512] {
+        let mut h = [0u8; 512];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        h[100..108].copy_from_slice(b"0000644\0");
+        h[108..116].copy_from_slice(b"0000000\0");
+        h[116..124].copy_from_slice(b"0000000\0");
+        h[124..136].copy_from_slice(format!("{size:012o}").as_bytes());
+        h[136..148].copy_from_slice(b"00000000000\0");
+        h[156] = b'0';
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|&b| b as u32).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        h
+    }
+
+    /// A member: its header, then its bytes padded to the 512-byte block.
+    fn tar_member(out: &mut Vec<u8>, name: &str, data: &[u8]) {
+        out.extend(tar_header(name, data.len() as u64));
+        out.extend(data);
+        out.resize(out.len().next_multiple_of(512), 0);
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("ovseg-shards-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Three samples; the third's picture is 200 bytes.
+    fn good_shard(path: &Path) {
+        let mut tar = Vec::new();
+        for (key, caption, picture) in [
+            ("00001", "a dog on the grass", 20),
+            ("00002", "a cat on a sofa", 30),
+            ("00003", "a horse in a field", 200),
+        ] {
+            tar_member(&mut tar, &format!("{key}.jpg"), &vec![7u8; picture]);
+            tar_member(&mut tar, &format!("{key}.txt"), caption.as_bytes());
+            tar_member(&mut tar, &format!("{key}.json"), b"{}");
+        }
+        tar.extend([0u8; 1024]);
+        std::fs::write(path, tar).unwrap();
+    }
+
+    /// 2 KB in which a picture claims 40 GiB.
+    fn hostile_shard(path: &Path) -> Vec<u8> {
+        let mut tar = Vec::new();
+        tar_member(&mut tar, "00001.txt", b"a dog asleep");
+        tar.extend(tar_header("00001.jpg", 40 << 30));
+        tar.extend([0xffu8; 512]);
+        assert_eq!(tar.len(), 2048);
+        std::fs::write(path, &tar).unwrap();
+        tar
+    }
+
+    /// Members over the cap are skipped unread and their sample counted; a member claiming more
+    /// than the file holds ends the shard with an error naming it, nothing reserved for it.
+    #[test]
+    fn oversized_and_truncated_members() {
+        let dir = scratch("members");
+        let (good, hostile) = (dir.join("good.tar"), dir.join("hostile.tar"));
+        good_shard(&good);
+        hostile_shard(&hostile);
+        let mut pairs = Vec::new();
+        let mut unpaired = 0;
+        read_shard_capped(&good, 100, &mut unpaired, |p| {
+            pairs.push((p.name, p.image.len(), p.caption));
+            true
+        })
+        .unwrap();
+        assert_eq!(
+            pairs,
+            vec![
+                (
+                    "good.tar/00001.jpg".to_string(),
+                    20,
+                    "a dog on the grass".to_string()
+                ),
+                (
+                    "good.tar/00002.jpg".to_string(),
+                    30,
+                    "a cat on a sofa".to_string()
+                ),
+            ]
+        );
+        assert_eq!(unpaired, 1);
+        // With the real cap the third is read too.
+        let mut n = 0;
+        read_shard(&good, &mut 0, |_| {
+            n += 1;
+            true
+        })
+        .unwrap();
+        assert_eq!(n, 3);
+
+        let mut emitted = 0;
+        let e = read_shard(&hostile, &mut 0, |_| {
+            emitted += 1;
+            true
+        })
+        .unwrap_err();
+        assert_eq!(
+            format!("{e:#}"),
+            format!(
+                "shard {} is damaged: 00001.jpg claims 42949672960 bytes but only 512 are left in the file (truncated?)",
+                hostile.display()
+            )
+        );
+        assert_eq!(emitted, 0);
+        // A member ending early within what the file holds (the claim fits, the bytes do not
+        // follow it as a tar would have them): still an error, not a short picture.
+        let mut short = Vec::new();
+        tar_member(&mut short, "00001.txt", b"a dog");
+        short.extend(tar_header("00001.jpg", 600));
+        short.extend([1u8; 100]);
+        let path = dir.join("short.tar");
+        std::fs::write(&path, &short).unwrap();
+        let e = read_shard(&path, &mut 0, |_| true).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("00001.jpg claims 600 bytes but only 100"),
+            "{e:#}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Training reads on past a hostile shard and counts it.
+    #[test]
+    fn a_hostile_shard_is_counted_not_fatal() {
+        let dir = scratch("feed");
+        let (good, hostile) = (dir.join("good.tar"), dir.join("hostile.tar"));
+        good_shard(&good);
+        hostile_shard(&hostile);
+        let config = DataConfig::new(Stage::One, 1, 7);
+        let skips = SkipLog::default();
+        let (jobs, received) = crossbeam_channel::unbounded();
+        let total = feed_shards(&config, &[hostile.clone(), good], &skips, 0, 0, &jobs).unwrap();
+        assert_eq!(total, 3);
+        assert_eq!(received.try_iter().count(), 3);
+        let counts = skips.counts();
+        assert_eq!((counts.unreadable_shards, counts.unpaired), (1, 0));
+        assert!(
+            counts.to_string().contains("1 unreadable shard"),
+            "{counts}"
+        );
+        // Only the hostile shard: nothing to train on, an error naming it.
+        let e =
+            feed_shards(&config, std::slice::from_ref(&hostile), &skips, 0, 0, &jobs).unwrap_err();
+        let e = format!("{e:#}");
+        assert!(
+            e.starts_with("no sample could be read from the shards: shard ")
+                && e.contains("hostile.tar is damaged: 00001.jpg claims 42949672960 bytes"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn keys_follow_webdataset() {
