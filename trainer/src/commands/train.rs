@@ -377,6 +377,9 @@ fn initial_model<B: Backend>(
         }
         model.text_encoder = encoder;
         model_config.text = text;
+        model_config
+            .validate()
+            .with_context(|| format!("the model with the --bert {} text encoder", dir.display()))?;
         let origin = format!(
             "the tokenizer for the --bert {} text encoder",
             dir.display()
