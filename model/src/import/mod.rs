@@ -7,6 +7,7 @@
 
 mod dino;
 pub mod mapping;
+mod pickle;
 mod source;
 
 pub use dino::{load_dino_vit, DinoSource};
