@@ -1,11 +1,11 @@
 // The page: pictures, labels, results, share links. The model runs in worker.js; this thread
 // only decodes pictures, draws and talks to the worker. Every label reaches the page through
-// textContent, never as HTML. window.ovseg is the scripting surface (README "In the browser").
+// textContent, never as HTML. window.ovseg is the scripting surface (docs/web.md).
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const DEFAULT_MODEL = params.get('model') || 'demo/image.ovsegpack';
-const MODEL_CACHE = 'ovseg-models-v1';
+const MODEL_CACHE = 'ovseg-models-v2';
 const MAX_PICTURE_PIXELS = 4096 * 4096; // what a share link can hold
 const EMBED_SIDE = 256; // longest side of the JPEG embedded in share links
 
@@ -40,6 +40,9 @@ const state = {
   backend: null, // 'webgpu' | 'cpu' once a model is loaded
   adapter: null,
   modelUrl: '', // '' when the model came from a file
+  keep: false, // whether the model from modelUrl is kept in Cache Storage
+  export: null, // {validators, bytes} of the image pack (or single file) from modelUrl
+  textFromUrl: false, // whether its text pack was downloaded
   modelReady: false,
   // An image pack (`ovseg export-web`) segments preset words at once; its text part is fetched
   // (or taken from the chosen files) the first time other words are asked for.
@@ -82,7 +85,8 @@ function formatBytes(n) {
   if (n == null) return '?';
   if (n < 1024) return `${n} B`;
   if (n < 1 << 20) return `${(n / 1024).toFixed(1)} kB`;
-  return `${(n / (1 << 20)).toFixed(1)} MB`;
+  if (n < 1 << 30) return `${(n / (1 << 20)).toFixed(1)} MB`;
+  return `${(n / (1 << 30)).toFixed(1)} GB`;
 }
 function updateButtons() {
   $('segment').disabled = !(state.modelReady && state.picture);
@@ -93,46 +97,281 @@ function updateButtons() {
 
 // ---------------------------------------------------------------- model
 
-async function fetchWithProgress(url) {
+// Models come from URLs (the site's demo, `?model=`, a share link's model, the URL field) or
+// files. Downloads are capped; the site's own demo model is kept in Cache Storage, any other
+// only when the user ticks "Keep this model"; a model on another site loads only once the user
+// agrees. An export (`ovseg export-web`: image.ovsegpack, classes.json, text.ovsegpack) is cached
+// as one set: every piece carries the image pack's validator (its ETag, else Last-Modified), a
+// cached copy is revalidated with a conditional request on each use, and a piece of another
+// export is never paired with the image pack in use.
+
+/** Most bytes one model may download: each file, and all the files of one model together. */
+const MAX_DOWNLOAD_BYTES = 1 << 30;
+const MAX_DOWNLOAD_TEXT = `${MAX_DOWNLOAD_BYTES / 2 ** 30} GiB`;
+/** The model that ships with the site, cached without asking. */
+const SITE_MODEL = new URL('demo/image.ovsegpack', location.href).href;
+
+const absolute = (u) => new URL(u, location.href).href;
+const beside = (model, name) => new URL(name, absolute(model)).href;
+const isForeign = (u) => new URL(u, location.href).origin !== location.origin;
+
+async function modelCache() {
+  try {
+    return await caches.open(MODEL_CACHE);
+  } catch (_) {
+    return null; // no Cache Storage (insecure origin)
+  }
+}
+
+/** Earlier versions' caches: keyed by URL alone, without the validators a revalidation needs. */
+async function dropOldCaches() {
+  try {
+    for (const name of await caches.keys()) if (name.startsWith('ovseg-models-') && name !== MODEL_CACHE) await caches.delete(name);
+  } catch (_) { /* no Cache Storage */ }
+}
+
+/** What a server said identifies a file's version (sent back in a conditional request). */
+function validatorsOf(headers) {
+  return { etag: headers.get('etag') || '', lastModified: headers.get('last-modified') || '' };
+}
+function sameVersion(a, b) {
+  const weak = (e) => e.replace(/^W\//, '');
+  if (a.etag && b.etag) return weak(a.etag) === weak(b.etag);
+  if (a.lastModified && b.lastModified) return a.lastModified === b.lastModified;
+  return false;
+}
+/** The id of an export: its image pack's version ('' when the server gives none: not cached). */
+function exportIdOf(v) {
+  return v.etag ? `etag ${v.etag}` : v.lastModified ? `date ${v.lastModified}` : '';
+}
+
+/** The cached pieces of the export whose image pack (or single model file) is `model`. */
+async function dropExport(model) {
+  const cache = await modelCache();
+  if (!cache) return;
+  for (const name of [absolute(model), beside(model, 'classes.json'), beside(model, 'text.ovsegpack')]) await cache.delete(name);
+}
+async function isKept(model) {
+  const cache = await modelCache();
+  return !!(cache && (await cache.match(absolute(model))));
+}
+
+/** The message for a download over MAX_DOWNLOAD_BYTES: `bytes` its Content-Length (null when
+ * counting stopped it), `before` what the model's other files took. */
+function tooLarge(url, bytes, before) {
+  const others = before ? ` with the ${formatBytes(before)} of this model's other files` : '';
+  return new Error(bytes == null
+    ? `cannot download ${url}: it is${others} over the limit of ${MAX_DOWNLOAD_TEXT} for a model (stopped after ${formatBytes(MAX_DOWNLOAD_BYTES - before)})`
+    : `cannot download ${url}: it is ${formatBytes(bytes)}${others ? `, which${others} is` : ','} over the limit of ${MAX_DOWNLOAD_TEXT} for a model`);
+}
+
+/** A response's body, refused over `limit` bytes: the Content-Length is checked before reading
+ * and the bytes are counted while they stream (a server may send none, or compress). */
+async function readCapped(response, url, limit, before) {
   const progress = $('progress');
   const text = $('progress-text');
-  let cache = null;
-  try { cache = await caches.open(MODEL_CACHE); } catch (_) { /* no Cache Storage (insecure origin) */ }
-  const absolute = new URL(url, location.href).href;
-  if (cache) {
-    const hit = await cache.match(absolute);
-    if (hit) {
-      const bytes = await hit.arrayBuffer();
-      text.textContent = `${formatBytes(bytes.byteLength)} from the browser cache`;
-      return { bytes, cached: true };
-    }
+  const declared = Number(response.headers.get('content-length')) || 0;
+  if (declared > limit) {
+    response.body && response.body.cancel().catch(() => {});
+    throw tooLarge(url, declared, before);
   }
-  const response = await fetch(absolute);
-  if (!response.ok) throw new Error(`cannot download the model ${url}: HTTP ${response.status}`);
-  const total = Number(response.headers.get('content-length')) || 0;
   progress.hidden = false;
-  progress.max = total || 1;
+  progress.max = declared || 1;
   progress.value = 0;
   const reader = response.body.getReader();
   const chunks = [];
   let received = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    chunks.push(value);
-    received += value.length;
-    progress.value = total ? received : 0;
-    text.textContent = `${formatBytes(received)}${total ? ` of ${formatBytes(total)}` : ''}`;
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      received += value.length;
+      if (received > limit) {
+        reader.cancel().catch(() => {});
+        chunks.length = 0;
+        throw tooLarge(url, null, before);
+      }
+      chunks.push(value);
+      progress.value = declared ? received : 0;
+      text.textContent = `${formatBytes(received)}${declared ? ` of ${formatBytes(declared)}` : ''}`;
+    }
+  } finally {
+    progress.hidden = true;
   }
   const bytes = new Uint8Array(received);
   let at = 0;
   for (const c of chunks) { bytes.set(c, at); at += c.length; }
-  progress.hidden = true;
   text.textContent = `${formatBytes(received)} downloaded`;
-  if (cache) {
-    try { await cache.put(absolute, new Response(bytes.slice().buffer)); } catch (_) { /* quota */ }
+  return bytes.buffer;
+}
+
+/** Asks the server whether `url` is still the version `v`: true (304, the same validators, or no
+ * answer: offline keeps the copy) or the new response, whose body is not read yet. */
+async function revalidate(url, v) {
+  const headers = {};
+  if (v.etag) headers['If-None-Match'] = v.etag;
+  if (v.lastModified) headers['If-Modified-Since'] = v.lastModified;
+  let response;
+  try {
+    response = await fetch(url, { headers, cache: 'no-store' });
+  } catch (_) {
+    // Offline, or another site refusing the conditional headers' CORS preflight: a plain
+    // request (revalidated by the browser's own cache), compared by its validators.
+    try {
+      response = await fetch(url, { cache: 'no-cache' });
+    } catch (_) {
+      return { same: true, offline: true };
+    }
   }
-  return { bytes: bytes.buffer, cached: false };
+  if (response.status === 304) return { same: true };
+  if (response.status >= 500) return { same: true, offline: true };
+  if (response.ok && sameVersion(validatorsOf(response.headers), v)) {
+    response.body && response.body.cancel().catch(() => {});
+    return { same: true };
+  }
+  return { same: false, response };
+}
+
+/** One file of a model at `url`: the cached copy if the server says it is current, else the
+ * download, stored when `keep`. `model` is the export's image pack (or single file) URL, and
+ * `exportId` (for the other pieces) the export the image pack in use belongs to: a cached piece
+ * of another export is dropped, never used. `before`: bytes of this model downloaded already.
+ * `current`: checked before a download is stored (false: the export changed meanwhile).
+ * Resolves {bytes, cached, changed (a cached copy was replaced), validators, stale (`current`
+ * said false: nothing stored)}, or null for a missing `optional` file. */
+async function fetchPiece(url, { model = url, exportId = null, keep = false, optional = false, before = 0, what = 'the model', current = null } = {}) {
+  const abs = absolute(url);
+  const cache = await modelCache();
+  let hit = cache ? await cache.match(abs) : null;
+  if (hit && exportId !== null && hit.headers.get('x-ovseg-export') !== exportId) {
+    await cache.delete(abs);
+    hit = null;
+  }
+  let response = null;
+  let changed = false;
+  if (hit) {
+    const v = validatorsOf(hit.headers);
+    const check = await revalidate(abs, v);
+    if (check.same) {
+      const bytes = await hit.arrayBuffer();
+      $('progress-text').textContent = `${formatBytes(bytes.byteLength)} from the browser cache${check.offline ? ' (offline)' : ''}`;
+      return { bytes, cached: true, changed: false, validators: v };
+    }
+    response = check.response;
+    changed = response.ok;
+    if (changed && exportId === null) await dropExport(model); // a new export: its old pieces go
+    else await cache.delete(abs);
+  } else {
+    try {
+      response = await fetch(abs, { cache: 'no-cache' });
+    } catch (e) {
+      if (optional) return null;
+      throw new Error(`cannot download ${what} ${url}: ${e.message}`);
+    }
+  }
+  if (!response.ok) {
+    if (optional && response.status === 404) return null;
+    throw new Error(`cannot download ${what} ${url}: HTTP ${response.status}`);
+  }
+  const bytes = await readCapped(response, abs, MAX_DOWNLOAD_BYTES - before, before);
+  const validators = validatorsOf(response.headers);
+  if (current && !(await current())) return { bytes, cached: false, changed, validators, stale: true };
+  const id = exportId === null ? exportIdOf(validators) : exportId;
+  if (keep && cache && id) {
+    const headers = { 'content-type': 'application/octet-stream', 'x-ovseg-export': id, 'x-ovseg-model': absolute(model) };
+    if (validators.etag) headers.etag = validators.etag;
+    if (validators.lastModified) headers['last-modified'] = validators.lastModified;
+    try { await cache.put(abs, new Response(bytes, { headers })); } catch (_) { /* quota */ }
+  }
+  return { bytes, cached: false, changed, validators };
+}
+
+/** Whether the image pack (or single file) in use is still the server's version. */
+async function modelStillCurrent() {
+  const e = state.export;
+  if (!e || !exportIdOf(e.validators)) return true;
+  return (await revalidate(absolute(state.modelUrl), e.validators)).same;
+}
+
+/** The image pack (or single file) at `url` with its classes.json, pieces of one export. */
+async function fetchModel(url, keep) {
+  for (let attempt = 0; ; attempt++) {
+    const image = await fetchPiece(url, { keep });
+    const exportId = exportIdOf(image.validators);
+    // `ovseg export-web` writes classes.json beside the model; plain `ovseg convert` output has none.
+    const classes = await fetchPiece(beside(url, 'classes.json'), {
+      model: url, exportId, keep, optional: true, before: image.bytes.byteLength, what: 'the class embeddings',
+    });
+    // A piece changed while its image pack did not: the export changed between the two requests
+    // (or the copies do not belong together). Everything is fetched again, once.
+    if (attempt === 0 && image.cached && classes && classes.changed) {
+      await dropExport(url);
+      continue;
+    }
+    return { image, classes };
+  }
+}
+
+/** A model from another site loads only once the user agrees (a link's or `?model=` model
+ * would otherwise load at startup, unasked). Resolves true for Load, false for Cancel. */
+const approved = new Set();
+let pendingConfirm = null;
+function mayLoad(url) {
+  let abs;
+  try {
+    abs = absolute(url);
+  } catch (_) {
+    return Promise.resolve(true); // loadModel names the bad URL
+  }
+  if (!isForeign(abs) || approved.has(abs)) return Promise.resolve(true);
+  if (pendingConfirm) pendingConfirm(false);
+  return new Promise((resolve) => {
+    const panel = $('confirm-model');
+    $('confirm-origin').textContent = new URL(abs).origin;
+    $('confirm-url').textContent = abs;
+    panel.hidden = false;
+    const done = (ok) => {
+      pendingConfirm = null;
+      panel.hidden = true;
+      $('confirm-load').onclick = null;
+      $('confirm-cancel').onclick = null;
+      if (ok) approved.add(abs);
+      else $('status').textContent = `No model loaded: the model from ${new URL(abs).origin} was not loaded. Load a model from a URL or drop a model file on the page.`;
+      resolve(ok);
+    };
+    pendingConfirm = done;
+    $('confirm-load').onclick = () => done(true);
+    $('confirm-cancel').onclick = () => done(false);
+    $('confirm-model').focus();
+  });
+}
+
+/** "Keep this model for next time": stores the pieces of the loaded export (the browser's HTTP
+ * cache usually still has them), provided the server still has the version in use. */
+async function keepModel(keep) {
+  const url = state.modelUrl;
+  if (!url) return;
+  showMessage('');
+  state.keep = keep;
+  if (!keep) {
+    await dropExport(url);
+    $('progress-text').textContent = 'not kept in this browser';
+    return;
+  }
+  try {
+    if (!exportIdOf(state.export.validators)) throw new Error(`the server of ${absolute(url)} gives no ETag or Last-Modified, so this page could not tell when it changes`);
+    const image = await fetchPiece(url, { keep: true });
+    if (!sameVersion(image.validators, state.export.validators)) throw new Error(`${absolute(url)} changed on the server since it was loaded; load it again`);
+    const exportId = exportIdOf(image.validators);
+    await fetchPiece(beside(url, 'classes.json'), { model: url, exportId, keep: true, optional: true, what: 'the class embeddings' });
+    if (state.textFromUrl) await fetchPiece(beside(url, 'text.ovsegpack'), { model: url, exportId, keep: true, what: 'the text encoder' });
+    $('progress-text').textContent = 'kept in this browser for next time';
+  } catch (e) {
+    await dropExport(url);
+    state.keep = false;
+    $('keep-model').checked = false;
+    showMessage(`Not kept: ${e.message}`);
+  }
 }
 
 async function optional(url) {
@@ -150,7 +389,8 @@ const BUNDLED_EXAMPLES = ['astronaut', 'cat', 'coffee'].map((name) => ({ name, u
  * and background setting that suit that model. Without it, the bundled examples. */
 async function loadDemo() {
   const at = new URL('demo.json', new URL(DEFAULT_MODEL, location.href));
-  const res = await optional(at);
+  // Nothing is asked of another site before the user agrees to load its model.
+  const res = isForeign(at.href) && !approved.has(absolute(DEFAULT_MODEL)) ? null : await optional(at);
   const demo = res && (await res.json().catch(() => null));
   let examples = BUNDLED_EXAMPLES;
   if (demo && Array.isArray(demo.examples)) {
@@ -193,6 +433,8 @@ function packPart(bytes) {
 /** Loads a model from a URL, a File/Blob, or several files (an image pack with its text pack,
  * tokenizer.json, classes.json); resolves when it is ready to segment. */
 async function loadModel(source, announce = true) {
+  // A model chosen some other way answers a pending question about a link's model: Cancel.
+  if (pendingConfirm) pendingConfirm(false);
   state.modelReady = false;
   updateButtons();
   showMessage('');
@@ -205,12 +447,26 @@ async function loadModel(source, announce = true) {
   let tokenizer;
   let classes = null;
   let textFile = null;
+  let fromUrl = null; // {url, keep, export} for a model from a URL
   const t0 = performance.now();
+  $('keep-model').disabled = true;
   if (typeof source === 'string') {
-    const got = await fetchWithProgress(source);
-    bytes = got.bytes;
-    state.timings.cached = got.cached;
-    state.modelUrl = source;
+    const abs = absolute(source);
+    if (!/^https?:$/.test(new URL(abs).protocol)) throw new Error(`cannot download the model ${source}: not an http(s) URL`);
+    // The site's own demo model is kept in Cache Storage; any other only once the user keeps it
+    // (then it is in the cache already).
+    const keep = abs === SITE_MODEL || (await isKept(abs));
+    const got = await fetchModel(source, keep);
+    bytes = got.image.bytes;
+    state.timings.cached = got.image.cached;
+    if (got.classes) {
+      try { classes = JSON.parse(new TextDecoder().decode(got.classes.bytes)); } catch (_) { classes = null; }
+    }
+    fromUrl = {
+      url: source,
+      keep,
+      export: { validators: got.image.validators, bytes: bytes.byteLength + (got.classes ? got.classes.bytes.byteLength : 0) },
+    };
   } else {
     const files = source instanceof Blob ? [source] : [...source];
     const weights = [];
@@ -224,20 +480,20 @@ async function loadModel(source, announce = true) {
     textFile = (weights.find((w) => packPart(w.bytes) === 'text') || {}).file || null;
     bytes = model.bytes;
     state.timings.cached = false;
-    state.modelUrl = '';
   }
   state.timings.download = performance.now() - t0;
   state.timings.bytes = bytes.byteLength;
+  // The tokenizer travels inside the model file, or inside an image pack's text part.
   const isPack = packPart(bytes) === 'image';
-  if (typeof source === 'string') {
-    // `ovseg export-web` writes this beside the model; plain `ovseg convert` output has none.
-    // The tokenizer travels inside the model file, or inside an image pack's text part.
-    const cls = await optional(new URL('classes.json', new URL(source, location.href)));
-    if (cls) classes = await cls.json().catch(() => null);
-  }
   const loaded = await call('load', { model: bytes, tokenizer: isPack ? undefined : tokenizer, backend }, [bytes]);
   state.backend = loaded.backend;
   state.build = loaded.build;
+  state.modelUrl = fromUrl ? fromUrl.url : '';
+  state.keep = fromUrl ? fromUrl.keep : false;
+  state.export = fromUrl ? fromUrl.export : null;
+  state.textFromUrl = false;
+  $('keep-model').checked = state.keep;
+  $('keep-model').disabled = !fromUrl;
   state.timings.load = loaded.ms;
   state.hasText = loaded.hasText;
   state.textFile = textFile;
@@ -257,8 +513,9 @@ async function loadModel(source, announce = true) {
   return state.backend;
 }
 
-/** The image pack's text part: from the chosen files, or `text.ovsegpack` beside the model URL. */
-async function loadText() {
+/** The image pack's text part: from the chosen files, or `text.ovsegpack` beside the model URL,
+ * of the same export as the image pack in use. */
+async function loadText(retried = false) {
   const t0 = performance.now();
   let weights;
   let tokenizer = state.textTokenizer;
@@ -266,11 +523,21 @@ async function loadText() {
     weights = await state.textFile.arrayBuffer();
     state.timings.textCached = false;
   } else if (state.modelUrl) {
-    const base = new URL(state.modelUrl, location.href);
     $('status').textContent = 'Downloading the text encoder for these words…';
-    const got = await fetchWithProgress(new URL('text.ovsegpack', base).href);
+    // A text pack from the server now joins an image pack loaded earlier: if the model was
+    // exported again since, the whole export is loaded again.
+    const got = await fetchPiece(beside(state.modelUrl, 'text.ovsegpack'), {
+      model: state.modelUrl, exportId: exportIdOf(state.export.validators), keep: state.keep, before: state.export.bytes,
+      what: 'the text encoder', current: retried ? null : modelStillCurrent,
+    });
+    if (got.stale) {
+      await loadModel(state.modelUrl, false);
+      if (!state.hasText) await loadText(true);
+      return;
+    }
     weights = got.bytes;
     state.timings.textCached = got.cached;
+    state.textFromUrl = true;
   } else {
     throw new Error('this model file is only the image part of an export: choose its text.ovsegpack too, or pick a preset vocabulary');
   }
@@ -289,11 +556,22 @@ function base64ToFloats(b64) {
 
 // ---------------------------------------------------------------- pictures
 
-async function decodePicture(blob) {
-  const bitmap = await createImageBitmap(blob, { colorSpaceConversion: 'none', premultiplyAlpha: 'none', imageOrientation: 'from-image' })
+/** A picture as a bitmap, refused over MAX_PICTURE_PIXELS: every picture passes here, chosen,
+ * dropped, pasted, fetched or named by a share link. */
+async function pictureBitmap(blob, options = { colorSpaceConversion: 'none', premultiplyAlpha: 'none', imageOrientation: 'from-image' }) {
+  const bitmap = await createImageBitmap(blob, options)
     .catch(() => { throw new Error('this file is not a picture the browser can read (JPEG, PNG, WebP, GIF)'); });
   const { width, height } = bitmap;
-  if (width * height > MAX_PICTURE_PIXELS) throw new Error(`the picture is ${width}x${height}; at most ${MAX_PICTURE_PIXELS} pixels`);
+  if (width * height > MAX_PICTURE_PIXELS) {
+    bitmap.close();
+    throw new Error(`the picture is ${width}x${height}; at most ${MAX_PICTURE_PIXELS} pixels`);
+  }
+  return bitmap;
+}
+
+async function decodePicture(blob) {
+  const bitmap = await pictureBitmap(blob);
+  const { width, height } = bitmap;
   const canvas = new OffscreenCanvas(width, height);
   const ctx = canvas.getContext('2d', { willReadFrequently: true });
   ctx.drawImage(bitmap, 0, 0);
@@ -501,16 +779,18 @@ async function openLink(link) {
   const names = s.background ? ['background', ...s.labels] : [...s.labels];
   let bitmap = null;
   let url = null;
+  let refused = null; // why the picture was refused, as for a chosen or dropped one
   try {
     if (s.imageUrl) {
       url = s.imageUrl;
-      const r = await fetch(s.imageUrl);
-      if (r.ok) bitmap = await createImageBitmap(await r.blob(), { colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
+      const r = await fetch(s.imageUrl).catch(() => null);
+      if (r && r.ok) bitmap = await pictureBitmap(await r.blob(), { colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
     } else if (s.jpeg) {
-      bitmap = await createImageBitmap(new Blob([s.jpeg], { type: 'image/jpeg' }));
+      bitmap = await pictureBitmap(new Blob([s.jpeg], { type: 'image/jpeg' }), {});
     }
-  } catch (_) {
+  } catch (e) {
     bitmap = null;
+    refused = e.message;
   }
   if (bitmap) {
     // The picture at the label map's size (an embedded JPEG is smaller than the original).
@@ -542,7 +822,7 @@ async function openLink(link) {
   $('rerun').hidden = !state.picture;
   $('shared-text').textContent = state.picture
     ? 'This segmentation was opened from a link.'
-    : 'This segmentation was opened from a link (its picture could not be loaded).';
+    : `This segmentation was opened from a link (its picture could not be loaded${refused ? `: ${refused}` : ''}).`;
   return true;
 }
 
@@ -622,8 +902,17 @@ function wire() {
   const backend = params.get('backend');
   if (backend && ['auto', 'webgpu', 'cpu'].includes(backend)) $('backend').value = backend;
   const reload = (source) => loadModel(source).catch((e) => { showMessage(e.message); setStatus(); });
-  $('load-model').onclick = () => reload($('model-url').value.trim());
-  $('backend').onchange = () => reload(state.modelUrl || $('model-url').value.trim());
+  $('load-model').onclick = () => {
+    // The user typed or read the URL and asked for it: no second question.
+    const url = $('model-url').value.trim();
+    try { approved.add(absolute(url)); } catch (_) { /* loadModel names the bad URL */ }
+    reload(url);
+  };
+  $('backend').onchange = async () => {
+    const url = state.modelUrl || $('model-url').value.trim();
+    if (await mayLoad(url)) reload(url);
+  };
+  $('keep-model').onchange = () => keepModel($('keep-model').checked);
   $('model-file').onchange = (e) => e.target.files.length && reload(e.target.files);
   $('picture-file').onchange = (e) => e.target.files[0] && setPicture(e.target.files[0]);
   $('preset').onchange = () => {
@@ -672,8 +961,10 @@ function wire() {
   };
   $('rerun').onclick = async () => {
     const wanted = $('model-url').value.trim();
-    const absolute = (u) => new URL(u, location.href).href;
-    if (wanted && (!state.modelUrl || absolute(wanted) !== absolute(state.modelUrl))) await reload(wanted);
+    if (wanted && (!state.modelUrl || absolute(wanted) !== absolute(state.modelUrl))) {
+      if (!(await mayLoad(wanted))) return;
+      await reload(wanted);
+    }
     await runFromControls();
   };
   $('stage').addEventListener('pointermove', hover);
@@ -713,13 +1004,24 @@ window.ovseg = {
 async function main() {
   wire();
   setStatus();
+  await dropOldCaches();
   await loadVocab();
-  const examples = await loadDemo();
+  let examples = await loadDemo();
   // A shared segmentation shows before any model loads.
   if (location.hash.length > 1) await openLink(location.href);
   if (!state.result) await setPicture(examples[0].url);
+  const url = $('model-url').value.trim();
+  // A link's or `?model=` model on another site waits for the user's answer.
+  if (!(await mayLoad(url))) return;
+  let demoModel = null;
+  try { demoModel = absolute(DEFAULT_MODEL); } catch (_) { /* loadModel names the bad URL */ }
+  if (demoModel && isForeign(demoModel) && approved.has(demoModel)) {
+    const before = examples[0].url;
+    examples = await loadDemo();
+    if (!state.result && examples[0].url !== before) await setPicture(examples[0].url);
+  }
   try {
-    await loadModel($('model-url').value.trim(), false);
+    await loadModel(url, false);
     // The first picture is segmented before `ready` resolves, so scripts never race it.
     if (!state.result && state.picture) await runFromControls();
     resolveReady(state.backend);

@@ -9,8 +9,10 @@
 //   [--bench out.json]   also time a 512x512 segmentation on each backend
 //   [--bench-model URL]  and, for that model (an export-web image pack on the site), count the
 //                        bytes fetched before the page's first segmentation and time 512x512
+//   [--only REGEX]       only the tests whose names match
 import { chromium } from 'playwright-core';
 import fs from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 import zlib from 'node:zlib';
 
@@ -23,7 +25,10 @@ const VOC = 'aeroplane,bicycle,bird,boat,bottle,bus,car,cat,chair,cow,table,dog,
 fs.mkdirSync(ARTIFACTS, { recursive: true });
 
 const results = [];
+// --only REGEX: run only the tests whose names match (while working on some of them).
+const ONLY = args.only ? new RegExp(args.only) : null;
 async function test(name, fn) {
+  if (ONLY && !ONLY.test(name)) return;
   const t0 = Date.now();
   try {
     await fn();
@@ -100,6 +105,139 @@ function agreement(a, b) {
   return same / a.length;
 }
 
+/** An 8-bit grey PNG of `width` x `height` zeros (a few kB however large). */
+function greyPng(width, height) {
+  const chunk = (type, data) => {
+    const out = Buffer.alloc(12 + data.length);
+    out.writeUInt32BE(data.length, 0);
+    out.write(type, 4, 'ascii');
+    data.copy(out, 8);
+    out.writeUInt32BE(zlib.crc32(out.subarray(4, 8 + data.length)), 8 + data.length);
+    return out;
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(width, 0);
+  ihdr.writeUInt32BE(height, 4);
+  ihdr.set([8, 0, 0, 0, 0], 8);
+  const raw = Buffer.alloc((width + 1) * height);
+  return Buffer.concat([Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]), chunk('IHDR', ihdr),
+    chunk('IDAT', zlib.deflateSync(raw, { level: 9 })), chunk('IEND', Buffer.alloc(0))]);
+}
+
+/**
+ * A second server, on another port of 127.0.0.1: another origin than BASE. It serves BASE's files
+ * (with CORS headers, so the page on BASE may fetch from it as from any other site) and, for the
+ * tests of downloads and the model cache:
+ *   /huge/image.ovsegpack   a Content-Length of 2 GiB (the page's limit is 1 GiB), then silence
+ *   /bomb/image.ovsegpack   1 GiB + 1 MiB of zeros gzipped (a Content-Length of about 1 MB): the
+ *                           page has to count what it reads
+ *   /big.png                a 4097x4096 picture (16.8 MP, over the page's 16 MP)
+ *   /reexport/{image.ovsegpack,text.ovsegpack,classes.json}
+ *                           the export of demo/ (tiny) while `version` is 1, of demo-roberta/
+ *                           while it is 2, with ETags that say so and 304s for If-None-Match;
+ *                           `classesVersion` changes classes.json's ETag alone; `offline` drops
+ *                           every connection to /reexport/
+ */
+async function otherServer() {
+  const files = new Map();
+  const baseFile = async (path_) => {
+    if (!files.has(path_)) files.set(path_, Buffer.from(await (await fetch(`${BASE}${path_}`)).arrayBuffer()));
+    return files.get(path_);
+  };
+  const bigPng = greyPng(4097, 4096);
+  let bomb = null;
+  const gzipBomb = () => {
+    bomb ??= new Promise((resolve, reject) => {
+      const gz = zlib.createGzip({ level: 1 });
+      const out = [];
+      gz.on('data', (c) => out.push(c));
+      gz.on('end', () => resolve(Buffer.concat(out)));
+      gz.on('error', reject);
+      const zeros = Buffer.alloc(1 << 20);
+      let left = 1025;
+      const more = () => {
+        while (left > 0) {
+          left--;
+          if (!gz.write(zeros)) return gz.once('drain', more);
+        }
+        gz.end();
+      };
+      more();
+    });
+    return bomb;
+  };
+  const cors = {
+    'access-control-allow-origin': '*',
+    'access-control-allow-headers': 'If-None-Match, If-Modified-Since',
+    'access-control-expose-headers': 'ETag, Last-Modified, Content-Length',
+  };
+  const control = { version: 1, classesVersion: 0, offline: false, log: [] };
+  const server = http.createServer(async (req, res) => {
+    try {
+      const url = new URL(req.url, 'http://x');
+      control.log.push({ method: req.method, path: url.pathname, ifNoneMatch: req.headers['if-none-match'] || null, status: null });
+      const entry = control.log[control.log.length - 1];
+      const send = (status, headers, body) => {
+        entry.status = status;
+        res.writeHead(status, { ...cors, ...headers });
+        res.end(body);
+      };
+      if (req.method === 'OPTIONS') return send(204, {});
+      if (url.pathname === '/huge/image.ovsegpack') {
+        entry.status = 200;
+        res.writeHead(200, { ...cors, 'content-type': 'application/octet-stream', 'content-length': String(2 ** 31) });
+        res.write(Buffer.alloc(4096));
+        return; // and nothing more: the page has to give up on the header alone
+      }
+      if (url.pathname === '/bomb/image.ovsegpack') {
+        const body = await gzipBomb();
+        return send(200, { 'content-type': 'application/octet-stream', 'content-encoding': 'gzip', 'content-length': body.length }, body);
+      }
+      if (url.pathname === '/big.png') return send(200, { 'content-type': 'image/png', 'content-length': bigPng.length }, bigPng);
+      const piece = /^\/reexport\/(image\.ovsegpack|text\.ovsegpack|classes\.json)$/.exec(url.pathname);
+      if (piece) {
+        if (control.offline) {
+          entry.status = 'dropped';
+          req.socket.destroy();
+          return;
+        }
+        const name = piece[1];
+        const body = await baseFile(`${control.version === 1 ? 'demo' : 'demo-roberta'}/${name}`);
+        const etag = `"v${control.version}${name === 'classes.json' ? `.${control.classesVersion}` : ''}-${name}"`;
+        if (req.headers['if-none-match'] === etag) return send(304, { etag });
+        return send(200, { etag, 'content-type': name.endsWith('.json') ? 'application/json' : 'application/octet-stream', 'content-length': body.length }, body);
+      }
+      // Everything else: BASE's answer, conditional requests included.
+      const forward = {};
+      for (const h of ['if-modified-since', 'if-none-match']) if (req.headers[h]) forward[h] = req.headers[h];
+      const r = await fetch(`${BASE}${url.pathname.slice(1)}${url.search}`, { headers: forward });
+      const headers = {};
+      for (const h of ['content-type', 'last-modified', 'etag']) if (r.headers.get(h)) headers[h] = r.headers.get(h);
+      const body = Buffer.from(await r.arrayBuffer());
+      if (r.status !== 304) headers['content-length'] = body.length;
+      return send(r.status, headers, r.status === 304 ? undefined : body);
+    } catch (e) {
+      res.destroy();
+    }
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  control.base = `http://127.0.0.1:${server.address().port}/`;
+  control.close = () => { server.closeAllConnections(); server.close(); };
+  return control;
+}
+
+/** The model files each Cache Storage cache holds: {path: the export they belong to}. */
+async function cachedModels(page) {
+  return page.evaluate(async () => {
+    const out = {};
+    for (const name of await caches.keys()) {
+      const c = await caches.open(name);
+      for (const r of await c.keys()) out[new URL(r.url).pathname] = (await c.match(r)).headers.get('x-ovseg-export');
+    }
+    return out;
+  });
+}
+
 const FLAGS = ['--no-sandbox', '--disable-gpu-sandbox', '--no-first-run', '--disable-background-networking',
   '--disable-component-update', '--disable-sync', '--disable-quic',
   '--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1'];
@@ -115,6 +253,12 @@ async function browser(webgpu) {
 /** A fresh page; records page errors and dialogs (an alert would mean injected script). */
 async function open(b, url, { blockModel = false } = {}) {
   const context = await b.newContext({ viewport: { width: 1100, height: 900 } });
+  const page = await visit(context, url, { blockModel });
+  return { page, context };
+}
+
+/** A new page in `context` (which keeps its Cache Storage between pages), instrumented as open's. */
+async function visit(context, url, { blockModel = false } = {}) {
   const page = await context.newPage();
   page.errors = [];
   page.dialogs = [];
@@ -124,10 +268,11 @@ async function open(b, url, { blockModel = false } = {}) {
   page.on('console', (m) => { if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) page.errors.push(`console: ${m.text()}`); });
   if (blockModel) await page.route(/\.ovseg(pack)?$/, (r) => r.abort());
   page.requested = [];
-  page.on('request', (r) => page.requested.push(new URL(r.url()).pathname));
+  page.urls = [];
+  page.on('request', (r) => { page.requested.push(new URL(r.url()).pathname); page.urls.push(r.url()); });
   page.setDefaultTimeout(600_000);
   await page.goto(url);
-  return { page, context };
+  return page;
 }
 
 async function segmentIn(page, image, labels, extra = {}) {
@@ -144,6 +289,7 @@ const referenceWords = readGreyPng(args['reference-words']);
 const referenceF32 = readGreyPng(args['reference-f32']);
 const referenceRoberta = readGreyPng(args['reference-roberta']);
 const fetched = (page, file) => page.requested.filter((p) => p.endsWith(`/${file}`)).length;
+const other = await otherServer();
 const bench = {};
 let cpuLink = null;
 let cpuMask = null;
@@ -416,7 +562,226 @@ await test('page: a phone-sized screen, a second visit from the browser cache, b
   for (const id of ['labels', 'segment', 'preset', 'picture-file', 'opacity']) assert(reached.has(id), `Tab never reaches #${id}`);
   await context.close();
 });
+await test('links: a model on another site loads only after Load in the page; Cancel loads nothing; same-site models load at once', async () => {
+  const foreign = `${other.base}demo/image.ovsegpack`;
+  const fromOther = (page) => page.urls.filter((u) => u.startsWith(other.base));
+  const noErrors = (page) => page.errors.filter((e) => !e.includes('Failed to load'));
+  // ?model= on another origin: a question naming that origin, and nothing asked of it yet.
+  {
+    const { page, context } = await open(b, `${BASE}?model=${encodeURIComponent(foreign)}&backend=cpu`);
+    await page.waitForSelector('#confirm-model', { state: 'visible' });
+    const origin = await page.textContent('#confirm-origin');
+    assert(origin === other.base.slice(0, -1), `the question names ${origin}`);
+    assert(await page.textContent('#confirm-url') === foreign, 'the question names the URL');
+    await new Promise((r) => setTimeout(r, 1000));
+    assert(fromOther(page).length === 0, `fetched from the other site before Load: ${fromOther(page)}`);
+    assert(!(await page.evaluate(() => window.ovseg.loaded)), 'a model loaded before Load');
+    assert(page.dialogs.length === 0, 'a browser dialog was used');
+    await page.screenshot({ path: path.join(ARTIFACTS, 'confirm-model.png'), fullPage: true });
+    await page.click('#confirm-load');
+    assert(await page.evaluate(() => window.ovseg.ready) === 'cpu', 'no model after Load');
+    assert(await page.isHidden('#confirm-model'), 'the question stays after Load');
+    assert(fromOther(page).includes(foreign), `the model did not come from the other site: ${fromOther(page)}`);
+    assert(await page.locator('#legend li').count() > 0, 'the first picture was not segmented');
+    assert(!(await page.isChecked('#keep-model')), 'a link\'s model is kept unasked');
+    const kept = await cachedModels(page);
+    assert(Object.keys(kept).length === 0, `stored without being kept: ${JSON.stringify(kept)}`);
+    assert(noErrors(page).length === 0, `page errors: ${noErrors(page).join('; ')}`);
+    await context.close();
+  }
+  // Cancel: nothing is fetched from there, no model loads.
+  {
+    const { page, context } = await open(b, `${BASE}?model=${encodeURIComponent(foreign)}&backend=cpu`);
+    await page.waitForSelector('#confirm-model', { state: 'visible' });
+    await page.click('#confirm-cancel');
+    await new Promise((r) => setTimeout(r, 1500));
+    assert(await page.isHidden('#confirm-model'), 'the question stays after Cancel');
+    assert(fromOther(page).length === 0, `fetched from the other site after Cancel: ${fromOther(page)}`);
+    assert(!(await page.evaluate(() => window.ovseg.loaded)), 'a model loaded after Cancel');
+    assert(/not loaded/.test(await page.textContent('#status')), `status: ${await page.textContent('#status')}`);
+    assert(noErrors(page).length === 0, `page errors: ${noErrors(page).join('; ')}`);
+    await context.close();
+  }
+  // A share link naming a model on another site: its segmentation shows, the model waits.
+  {
+    const { page, context } = await open(b, `${BASE}#${forge({ model: foreign })}`);
+    await page.waitForSelector('#confirm-model', { state: 'visible' });
+    assert(await page.evaluate(() => window.ovseg.current()) !== null, 'the link\'s segmentation is not shown');
+    assert(await page.textContent('#confirm-url') === foreign, 'the question names the link\'s model');
+    await page.click('#confirm-cancel');
+    await new Promise((r) => setTimeout(r, 1000));
+    assert(fromOther(page).length === 0, `fetched from the other site: ${fromOther(page)}`);
+    await context.close();
+  }
+  // The same site's model by ?model=: no question (the demo-world and RoBERTa tests load them).
+  {
+    const { page, context } = await open(b, `${BASE}?model=demo/image.ovsegpack&backend=cpu`);
+    await page.evaluate(() => window.ovseg.ready);
+    assert(await page.isHidden('#confirm-model'), 'asked about the page\'s own site');
+    await context.close();
+  }
+});
+await test('links: a link\'s model is stored only when kept (the demo model always), and forgotten when unticked', async () => {
+  const { page, context } = await open(b, `${BASE}?model=demo-roberta/image.ovsegpack&backend=cpu`);
+  await page.evaluate(() => window.ovseg.ready);
+  assert(!(await page.isChecked('#keep-model')), 'kept unasked');
+  assert(Object.keys(await cachedModels(page)).length === 0, 'stored unasked');
+  await page.check('#keep-model');
+  await page.waitForFunction(() => /kept in this browser/.test(document.getElementById('progress-text').textContent));
+  let kept = await cachedModels(page);
+  assert(kept['/demo-roberta/image.ovsegpack'] && kept['/demo-roberta/classes.json'] === kept['/demo-roberta/image.ovsegpack'], `kept: ${JSON.stringify(kept)}`);
+  // Its text pack, fetched for other words, joins the same export in the cache.
+  await segmentIn(page, 'examples/cat.png', 'cat, sky, grass');
+  kept = await cachedModels(page);
+  assert(kept['/demo-roberta/text.ovsegpack'] === kept['/demo-roberta/image.ovsegpack'], `kept: ${JSON.stringify(kept)}`);
+  await page.reload();
+  await page.evaluate(() => window.ovseg.ready);
+  assert((await page.textContent('#status')).includes('from the browser cache'), `second visit: ${await page.textContent('#status')}`);
+  assert(await page.isChecked('#keep-model'), 'a kept model is not shown as kept');
+  await page.uncheck('#keep-model');
+  await page.waitForFunction(() => /not kept/.test(document.getElementById('progress-text').textContent));
+  kept = await cachedModels(page);
+  assert(Object.keys(kept).length === 0, `still stored: ${JSON.stringify(kept)}`);
+  // The site's demo model is stored without asking.
+  await page.goto(BASE);
+  await page.evaluate(() => window.ovseg.ready);
+  assert(await page.isChecked('#keep-model'), 'the demo model is not kept');
+  kept = await cachedModels(page);
+  assert(kept['/demo/image.ovsegpack'] && kept['/demo/classes.json'] === kept['/demo/image.ovsegpack'], `demo: ${JSON.stringify(kept)}`);
+  assert(page.errors.length === 0, `page errors: ${page.errors.join('; ')}`);
+  await context.close();
+});
+await test('downloads: a model over 1 GiB (by its Content-Length, or counted as it streams) gives a message naming it and the limit; nothing is stored', async () => {
+  const { page, context } = await open(b, `${other.base}?model=huge/image.ovsegpack&backend=cpu`);
+  const t0 = Date.now();
+  await page.waitForFunction(() => /limit/.test(document.getElementById('message').textContent), null, { timeout: 60_000 });
+  const text = await page.textContent('#message');
+  console.log(`     ${text} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+  assert(text.includes(`${other.base}huge/image.ovsegpack`) && text.includes('1 GiB'), `message: ${text}`);
+  assert(await page.isVisible('#message'), 'the message is not shown');
+  assert(!(await page.evaluate(() => window.ovseg.loaded)), 'a model loaded');
+  const kept = await cachedModels(page);
+  assert(Object.keys(kept).length === 0, `stored: ${JSON.stringify(kept)}`);
+  // A small Content-Length, but more than 1 GiB once decompressed: stopped by the count.
+  await page.evaluate(() => window.ovseg.loadModel('bomb/image.ovsegpack').catch((e) => { document.getElementById('message').textContent = e.message; }));
+  const counted = await page.textContent('#message');
+  console.log(`     ${counted}`);
+  assert(counted.includes(`${other.base}bomb/image.ovsegpack`) && counted.includes('1 GiB') && counted.includes('stopped after'), `message: ${counted}`);
+  const keptAfter = await cachedModels(page);
+  assert(Object.keys(keptAfter).length === 0, `stored: ${JSON.stringify(keptAfter)}`);
+  await context.close();
+});
+await test('share link: its picture over 16 MP is refused with the message a dropped picture gets', async () => {
+  const big = `${other.base}big.png`;
+  const { page, context } = await open(b, `${BASE}#${forge({ image_url: big })}`);
+  await page.waitForFunction(() => window.ovseg.current() !== null);
+  const notice = await page.textContent('#shared-text');
+  await page.evaluate(() => window.ovseg.ready);
+  assert(await page.isHidden('#rerun'), 'the refused picture can be run again');
+  // The same picture dropped on the page.
+  await page.evaluate(async (url) => {
+    const blob = await (await fetch(url)).blob();
+    const dt = new DataTransfer();
+    dt.items.add(new File([blob], 'big.png', { type: 'image/png' }));
+    document.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+  }, big);
+  await page.waitForFunction(() => !document.getElementById('message').hidden);
+  const dropped = await page.textContent('#message');
+  console.log(`     link: ${notice}\n     dropped: ${dropped}`);
+  assert(/^the picture is 4097x4096; at most 16777216 pixels$/.test(dropped), `dropped: ${dropped}`);
+  assert(notice.includes(dropped), `link: ${notice}`);
+  assert(page.errors.length === 0, `page errors: ${page.errors.join('; ')}`);
+  await context.close();
+});
+await test('model cache: a re-exported model is seen on the next visit, its classes.json and text pack with it; offline uses the copy', async () => {
+  // The RoBERTa export's label map for the VOC words (its classes.json), for comparison.
+  const ref = await open(b, `${BASE}?model=demo-roberta/image.ovsegpack&backend=cpu`);
+  const robertaVoc = (await segmentIn(ref.page, 'examples/astronaut.png', VOC)).mask;
+  await ref.context.close();
+  assert(agreement(robertaVoc, reference.data) < 1 && agreement(referenceRoberta.data, referenceWords.data) < 1,
+    'the two exports give the same label maps: this test could not tell them apart');
+  const url = `${other.base}?model=reexport/image.ovsegpack&backend=cpu`;
+  const context = await b.newContext({ viewport: { width: 1100, height: 900 } });
+  const pieces = (since) => other.log.slice(since).filter((e) => /^\/reexport\/(image\.ovsegpack|text\.ovsegpack|classes\.json)$/.test(e.path));
+  const exportsKept = async (page) => new Set(Object.entries(await cachedModels(page)).filter(([p]) => p.startsWith('/reexport/')).map(([, id]) => id));
+  const check = async (page, voc, words, what) => {
+    const v = await segmentIn(page, 'examples/astronaut.png', VOC);
+    assert(agreement(v.mask, voc) === 1, `${what}: the VOC words (classes.json) differ on ${v.mask.filter((x, i) => x !== voc[i]).length} pixels`);
+    const w = await segmentIn(page, 'examples/cat.png', 'cat, sky, grass');
+    assert(agreement(w.mask, words) === 1, `${what}: words outside the presets (text pack) differ`);
+  };
+  other.version = 1;
+  other.classesVersion = 0;
+  // 1. The tiny export, kept.
+  let page = await visit(context, url);
+  await page.evaluate(() => window.ovseg.ready);
+  await page.check('#keep-model');
+  await page.waitForFunction(() => /kept in this browser/.test(document.getElementById('progress-text').textContent));
+  await check(page, reference.data, referenceWords.data, 'first export');
+  let ids = await exportsKept(page);
+  assert(ids.size === 1 && ids.has('etag "v1-image.ovsegpack"') && Object.keys(await cachedModels(page)).filter((p) => p.startsWith('/reexport/')).length === 3, `kept: ${JSON.stringify(await cachedModels(page))}`);
+  await page.close();
+  // 2. Exported again (the RoBERTa model): the next visit asks, gets it, and every piece with it.
+  other.version = 2;
+  let since = other.log.length;
+  page = await visit(context, url);
+  await page.evaluate(() => window.ovseg.ready);
+  const status = await page.textContent('#status');
+  assert(/downloaded/.test(status) && !status.includes('from the browser cache'), `the old copy was used: ${status}`);
+  const asked = pieces(since).find((e) => e.path === '/reexport/image.ovsegpack');
+  assert(asked && asked.ifNoneMatch === '"v1-image.ovsegpack"' && asked.status === 200, `image pack request: ${JSON.stringify(asked)}`);
+  assert(await page.isChecked('#keep-model'), 'no longer kept');
+  await check(page, robertaVoc, referenceRoberta.data, 'second export');
+  ids = await exportsKept(page);
+  assert(ids.size === 1 && ids.has('etag "v2-image.ovsegpack"'), `kept pieces of several exports: ${JSON.stringify(await cachedModels(page))}`);
+  await page.close();
+  // 3. Unchanged: every piece from the cache after a 304.
+  since = other.log.length;
+  page = await visit(context, url);
+  await page.evaluate(() => window.ovseg.ready);
+  assert((await page.textContent('#status')).includes('from the browser cache'), `unchanged: ${await page.textContent('#status')}`);
+  await check(page, robertaVoc, referenceRoberta.data, 'unchanged');
+  const answers = pieces(since).map((e) => `${e.path.slice(10)} ${e.status}`);
+  assert(answers.length === 3 && answers.every((a) => a.endsWith(' 304')), `unchanged: ${answers}`);
+  assert((await page.evaluate(() => window.ovseg.timings)).textCached === true, 'the text pack was downloaded again');
+  await page.close();
+  // 4. classes.json changed but not its image pack: the whole export is fetched again.
+  other.classesVersion = 1;
+  since = other.log.length;
+  page = await visit(context, url);
+  await page.evaluate(() => window.ovseg.ready);
+  const images = pieces(since).filter((e) => e.path === '/reexport/image.ovsegpack');
+  assert(images.length === 2, `image pack requests: ${JSON.stringify(images)}`);
+  await check(page, robertaVoc, referenceRoberta.data, 'classes.json changed');
+  const kept = await cachedModels(page);
+  assert(Object.keys(kept).filter((p) => p.startsWith('/reexport/')).length === 3 && new Set(Object.values(kept)).size === 1, `kept: ${JSON.stringify(kept)}`);
+  await page.close();
+  // 5. Offline: the kept copy.
+  other.offline = true;
+  page = await visit(context, url);
+  await page.evaluate(() => window.ovseg.ready);
+  const offline = `${await page.textContent('#status')} / ${await page.textContent('#progress-text')}`;
+  assert(/model [^·]* from the browser cache/.test(offline) && offline.includes('(offline)'), `offline: ${offline}`);
+  await check(page, robertaVoc, referenceRoberta.data, 'offline');
+  other.offline = false;
+  await page.close();
+  // 6. Exported again while a page has it open: the text pack fetched later brings the whole
+  // new export, never a new text pack beside the old image pack.
+  page = await visit(context, url);
+  await page.evaluate(() => window.ovseg.ready);
+  other.version = 1;
+  const w = await segmentIn(page, 'examples/cat.png', 'cat, sky, grass');
+  assert(agreement(w.mask, referenceWords.data) === 1, 'the text pack of one export met the image pack of another');
+  const v = await segmentIn(page, 'examples/astronaut.png', VOC);
+  assert(agreement(v.mask, reference.data) === 1, 'the classes.json of one export met the image pack of another');
+  ids = await exportsKept(page);
+  assert(ids.size === 1 && ids.has('etag "v1-image.ovsegpack"'), `kept: ${JSON.stringify(await cachedModels(page))}`);
+  const errors = page.errors.filter((e) => !e.includes('Failed to load') && !e.includes('ERR_'));
+  assert(errors.length === 0, `page errors: ${errors.join('; ')}`);
+  await context.close();
+});
 await b.close();
+other.close();
 
 if (args.bench) fs.writeFileSync(args.bench, JSON.stringify(bench, null, 2));
 const passed = results.filter((r) => r[1]).length;
