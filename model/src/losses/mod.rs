@@ -7,7 +7,7 @@ mod hungarian;
 mod mask_consistency;
 mod step;
 
-pub use crate::nn::{GatherAll, LocalGather};
+pub use crate::nn::{GatherAll, LocalGather, RandomStream};
 pub use contrastive::contrastive_loss;
 pub use group_naming::group_naming_loss;
 pub use hungarian::min_cost_assignment;

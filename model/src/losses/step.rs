@@ -4,8 +4,9 @@ use super::{
     contrastive_loss, group_naming_loss, mask_consistency_loss, GatherAll, MaskLossInputs,
 };
 use crate::error::OvsegError;
+use crate::heads::{MultimodalGrouping, ProjectMlp};
 use crate::model::OvSegmentor;
-use crate::nn::BatchStats;
+use crate::nn::{BatchStats, Draws, RandomStream};
 use crate::text::TextEncoder;
 
 /// Weight of the masked-entity loss.
@@ -104,27 +105,31 @@ pub struct Losses<B: Backend> {
 
 impl<B: Backend> OvSegmentor<B> {
     /// Forward of one training step: the matching and masked-entity losses, plus the
-    /// mask-consistency loss when the batch has cross pairs (stage 2).
+    /// mask-consistency loss when the batch has cross pairs (stage 2). Training draws its noise
+    /// from the backend's generator; the trainer uses [`Self::losses_with`].
     pub fn losses(
         &self,
         batch: &TrainBatch<B>,
         options: &LossOptions<'_, B>,
     ) -> Result<Losses<B>, OvsegError> {
+        self.losses_with(batch, options, None)
+    }
+
+    /// [`Self::losses`] with, in training, the Gumbel noise and drop-path masks of both image
+    /// encoders from `stream` (a stream for this batch's rows of the global batch; `None`: the
+    /// backend's generator). The heads have no drop-path and draw nothing.
+    pub fn losses_with(
+        &self,
+        batch: &TrainBatch<B>,
+        options: &LossOptions<'_, B>,
+        stream: Option<&RandomStream>,
+    ) -> Result<Losses<B>, OvsegError> {
         let training = options.training;
-        let heads = (
-            self.multimodal_groupingblock.as_ref(),
-            self.bridge_projector.as_ref(),
-        );
-        let (Some(multimodal), Some(bridge)) = heads else {
-            return Err(OvsegError::Input(
-                "this model has no training heads (it was exported for inference only)".into(),
-            ));
+        let draws = match training {
+            true => Draws::training(stream),
+            false => Draws::Inference,
         };
-        if batch.cross.is_some() && self.img_encoder_momentum.is_none() {
-            return Err(OvsegError::Input(
-                "cross-image pairs need the momentum image encoder".into(),
-            ));
-        }
+        let (multimodal, bridge) = self.training_heads(batch)?;
         let scale = self.scale();
         let stats = if training {
             BatchStats::Batch(options.gather)
@@ -136,7 +141,7 @@ impl<B: Backend> OvSegmentor<B> {
                 .forward_with(text.cls(&self.text_encoder), stats)
         };
 
-        let image = self.img_encoder.forward(batch.images.clone(), training);
+        let image = self.img_encoder.forward_with(batch.images.clone(), draws);
         let image_x = self.img_projector.forward_with(image.pooled.clone(), stats);
         let caption = encode_text(&batch.caption);
         let matching = contrastive_loss(image_x, caption, scale.clone(), options.gather);
@@ -161,7 +166,7 @@ impl<B: Backend> OvSegmentor<B> {
         });
         let mask = batch.cross.as_ref().map(|cross| {
             let momentum = self.img_encoder_momentum.as_ref().expect("checked above");
-            let partner = momentum.forward(cross.images.clone(), training);
+            let partner = momentum.forward_with(cross.images.clone(), draws);
             let entity_text = encode_text(&cross.entity).detach();
             let groups = groups.clone().expect("projected above");
             let similarity = groups
@@ -190,6 +195,40 @@ impl<B: Backend> OvSegmentor<B> {
             (loss, naming.weight)
         });
 
+        Ok(Losses::combine(matching, entity, mask, naming))
+    }
+
+    /// The entity head and bridge projector, and the momentum encoder if `batch` needs it.
+    fn training_heads(
+        &self,
+        batch: &TrainBatch<B>,
+    ) -> Result<(&MultimodalGrouping<B>, &ProjectMlp<B>), OvsegError> {
+        let heads = (
+            self.multimodal_groupingblock.as_ref(),
+            self.bridge_projector.as_ref(),
+        );
+        let (Some(multimodal), Some(bridge)) = heads else {
+            return Err(OvsegError::Input(
+                "this model has no training heads (it was exported for inference only)".into(),
+            ));
+        };
+        if batch.cross.is_some() && self.img_encoder_momentum.is_none() {
+            return Err(OvsegError::Input(
+                "cross-image pairs need the momentum image encoder".into(),
+            ));
+        }
+        Ok((multimodal, bridge))
+    }
+}
+
+impl<B: Backend> Losses<B> {
+    /// The weighted total of the terms (`naming` with its weight).
+    fn combine(
+        matching: Tensor<B, 1>,
+        entity: Tensor<B, 1>,
+        mask: Option<Tensor<B, 1>>,
+        naming: Option<(Tensor<B, 1>, f64)>,
+    ) -> Self {
         let mut total = matching.clone() + entity.clone() * ENTITY_WEIGHT;
         if let Some(m) = &mask {
             total = total + m.clone() * MASK_WEIGHT;
@@ -197,12 +236,12 @@ impl<B: Backend> OvSegmentor<B> {
         if let Some((n, weight)) = &naming {
             total = total + n.clone() * *weight;
         }
-        Ok(Losses {
+        Losses {
             matching,
             entity,
             mask,
             naming: naming.map(|(n, _)| n),
             total,
-        })
+        }
     }
 }

@@ -2,8 +2,8 @@ use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::prelude::*;
 
 use super::{
-    drop_path, CrossAttention, CrossAttentionConfig, FusedAttention, FusedAttentionConfig, Mlp,
-    MlpConfig,
+    drop_path, CrossAttention, CrossAttentionConfig, Draws, FusedAttention, FusedAttentionConfig,
+    Mlp, MlpConfig,
 };
 
 /// Pre-norm transformer block (timm's ViT `Block`): x + attn(norm1(x)), then x + mlp(norm2(x)).
@@ -48,18 +48,15 @@ impl TransformerBlockConfig {
 
 impl<B: Backend> TransformerBlock<B> {
     pub fn forward(&self, x: Tensor<B, 3>, training: bool) -> Tensor<B, 3> {
-        let x = x.clone()
-            + drop_path(
-                self.attn.forward(self.norm1.forward(x)),
-                self.drop_path,
-                training,
-            );
-        x.clone()
-            + drop_path(
-                self.mlp.forward(self.norm2.forward(x)),
-                self.drop_path,
-                training,
-            )
+        self.forward_with(x, Draws::from_training(training))
+    }
+
+    /// [`Self::forward`] with its drop-path masks (one per residual branch) from `draws`.
+    pub fn forward_with(&self, x: Tensor<B, 3>, draws: Draws<'_>) -> Tensor<B, 3> {
+        let attn = self.attn.forward(self.norm1.forward(x.clone()));
+        let x = x + drop_path(attn, self.drop_path, draws);
+        let mlp = self.mlp.forward(self.norm2.forward(x.clone()));
+        x + drop_path(mlp, self.drop_path, draws)
     }
 }
 

@@ -7,6 +7,7 @@ mod block;
 mod collective;
 mod drop_path;
 mod mlp;
+mod random;
 
 pub use attention::{CrossAttention, CrossAttentionConfig, FusedAttention, FusedAttentionConfig};
 pub use batch_norm::{BatchNorm1d, BatchNorm1dConfig};
@@ -14,6 +15,7 @@ pub use block::{CrossBlockPost, CrossBlockPostConfig, TransformerBlock, Transfor
 pub use collective::{BatchStats, GatherAll, LocalGather};
 pub use drop_path::drop_path;
 pub use mlp::{Mlp, MlpConfig};
+pub use random::{Draws, RandomStream};
 
 use burn::prelude::*;
 

@@ -1,9 +1,8 @@
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
-use burn::tensor::Distribution;
 
-use crate::nn::autocast;
+use crate::nn::{autocast, Draws};
 
 /// GroupViT's `AssignAttention` (1 head, qkv bias, `hard=True`, `gumbel=True`, assign_eps 1):
 /// every patch picks one group; the softmax runs over the GROUP axis.
@@ -50,13 +49,14 @@ impl AssignAttentionConfig {
 }
 
 impl<B: Backend> AssignAttention<B> {
-    /// `groups` [B, G, C] attend to `x` [B, N, C]. Training adds Gumbel noise (tau 1) before the
-    /// hard choice (when `gumbel`); both modes pass the gradient of the soft map through the one-hot.
+    /// `groups` [B, G, C] attend to `x` [B, N, C]. Training adds Gumbel noise (tau 1), drawn
+    /// from `draws`, before the hard choice (when `gumbel`); both modes pass the gradient of the
+    /// soft map through the one-hot.
     pub fn forward(
         &self,
         groups: Tensor<B, 3>,
         x: Tensor<B, 3>,
-        training: bool,
+        draws: Draws<'_>,
     ) -> (Tensor<B, 3>, Assignment<B>) {
         let [b, g, c] = groups.dims();
         let n = x.dims()[1];
@@ -66,12 +66,13 @@ impl<B: Backend> AssignAttention<B> {
         let logits = autocast::matmul(q.clone(), k.clone().swap_dims(1, 2)) * (c as f64).powf(-0.5); // [B, G, N]
 
         let soft = softmax(logits.clone(), 1);
-        let choice = if training && self.gumbel {
-            let uniform = logits.random_like(Distribution::Uniform(1e-10, 1.0));
-            let gumbel = -(-uniform.log()).log();
-            softmax(logits + gumbel, 1)
-        } else {
-            soft.clone()
+        let uniform = self.gumbel.then(|| draws.uniform_like(&logits)).flatten();
+        let choice = match uniform {
+            Some(uniform) => {
+                let gumbel = -(-uniform.log()).log();
+                softmax(logits + gumbel, 1)
+            }
+            None => soft.clone(),
         };
         let index = choice.clone().argmax(1).squeeze_dim::<2>(1); // [B, N]
                                                                   // One-hot over groups by comparison with 0..G: `one_hot`'s bounds check would read the

@@ -7,7 +7,7 @@ use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 
 use super::{Assignment, GroupingBlock, GroupingBlockConfig};
 use crate::config::ImageConfig;
-use crate::nn::{TransformerBlock, TransformerBlockConfig};
+use crate::nn::{Draws, TransformerBlock, TransformerBlockConfig};
 
 /// `patch_embed.proj`: Conv2d(3, C, p, stride p).
 #[derive(Module, Debug)]
@@ -115,8 +115,14 @@ impl ImageConfig {
 }
 
 impl<B: Backend> GroupVit<B> {
-    /// `images`: [B, 3, H, W] normalised, H and W multiples of the patch size.
+    /// `images`: [B, 3, H, W] normalised, H and W multiples of the patch size. Training draws
+    /// from the backend's generator; the trainer uses [`Self::forward_with`].
     pub fn forward(&self, images: Tensor<B, 4>, training: bool) -> GroupVitOutput<B> {
+        self.forward_with(images, Draws::from_training(training))
+    }
+
+    /// [`Self::forward`] with its drop-path masks and Gumbel noise from `draws`.
+    pub fn forward_with(&self, images: Tensor<B, 4>, draws: Draws<'_>) -> GroupVitOutput<B> {
         let x = self.patch_embed.proj.forward(images);
         let [b, c, h, w] = x.dims();
         let x = x.flatten::<3>(2, 3).swap_dims(1, 2); // [B, N, C]
@@ -131,14 +137,14 @@ impl<B: Backend> GroupVit<B> {
                 None => x,
             };
             for block in &layer.blocks {
-                tokens = block.forward(tokens, training);
+                tokens = block.forward_with(tokens, draws);
             }
             x = match &layer.downsample {
                 Some(down) => {
                     let total = tokens.dims()[1];
                     let patches = tokens.clone().slice([0..b, 0..n, 0..c]);
                     let group_tokens = tokens.slice([0..b, n..total, 0..c]);
-                    let out = down.forward(patches, group_tokens, training);
+                    let out = down.forward(patches, group_tokens, draws);
                     assignment = Some(out.assignment);
                     out.segments
                 }

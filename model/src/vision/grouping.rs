@@ -2,7 +2,7 @@ use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::prelude::*;
 
 use super::{AssignAttention, AssignAttentionConfig, Assignment};
-use crate::nn::{CrossBlockPost, CrossBlockPostConfig, Mlp, MlpConfig};
+use crate::nn::{CrossBlockPost, CrossBlockPostConfig, Draws, Mlp, MlpConfig};
 
 /// GroupViT's `GroupingBlock` (`layers.0.downsample`): G input group tokens become `num_output`
 /// segments that gather the patches assigned to them.
@@ -65,7 +65,7 @@ impl<B: Backend> GroupingBlock<B> {
         &self,
         x: Tensor<B, 3>,
         group_tokens: Tensor<B, 3>,
-        training: bool,
+        draws: Draws<'_>,
     ) -> GroupingOutput<B> {
         let x = self.norm_x.forward(x);
         let tokens = self.norm_tokens.forward(group_tokens);
@@ -75,7 +75,7 @@ impl<B: Backend> GroupingBlock<B> {
             .swap_dims(1, 2);
         let projected = self.norm_post_tokens.forward(projected);
         let projected = self.pre_assign_attn.forward(projected, x.clone());
-        let (gathered, assignment) = self.assign.forward(projected.clone(), x, training);
+        let (gathered, assignment) = self.assign.forward(projected.clone(), x, draws);
         // `reduction` is the identity: input and output widths agree in every released model.
         let new = gathered + projected;
         let segments = new.clone() + self.mlp_channels.forward(self.norm_new_x.forward(new));

@@ -11,9 +11,9 @@ use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::{FloatDType, TensorPrimitive};
 use ovseg_model::losses::{
-    CrossPair, GatherAll, GroupNaming, LocalGather, LossOptions, TextInput, TrainBatch,
+    CrossPair, GatherAll, GroupNaming, LocalGather, LossOptions, Losses, TextInput, TrainBatch,
 };
-use ovseg_model::nn::autocast;
+use ovseg_model::nn::{autocast, RandomStream};
 use ovseg_model::segmentation::TemplateSet;
 use ovseg_model::text::TextTokenizer;
 use ovseg_model::OvSegmentor;
@@ -138,125 +138,135 @@ impl<B: Backend> Replica<B> {
         Ok(())
     }
 
-    /// One optimizer step over `micro` (the gradient-accumulation micro-batches of this device).
+    /// One optimizer step over `micro` (the gradient-accumulation micro-batches of this device,
+    /// laid out in the global batch as [`micro_batch_start`] says).
     pub fn step(&mut self, micro: &[DeviceBatch], lr: f64, step: usize) -> Result<StepValues> {
         if micro.is_empty() {
             bail!("a training step needs at least one batch");
         }
-        let rank = self.gather.map(|g| g.rank).unwrap_or(0) as u64;
-        // Random draws (Gumbel noise, drop-path) depend on the step only, so a resumed run
-        // draws what the uninterrupted one would have.
-        Autodiff::<B>::seed(&self.device, self.settings.seed ^ (step as u64) << 8 ^ rank);
         let model = self.model.take().expect("model present between steps");
         let batch_norms = model.batch_norms();
-        let mut accumulator = GradientsAccumulator::<OvSegmentor<Autodiff<B>>>::new();
-        let mut sums = [0.0f64; 5];
-        let scale = 1.0 / micro.len() as f64;
-        for batch in micro {
-            let losses = autocast::scope(self.settings.autocast, || -> Result<_> {
-                let batch = self.tensors(batch)?;
-                let local = LocalGather;
-                let gather: &dyn GatherAll<Autodiff<B>> = match &self.gather {
-                    Some(g) => g,
-                    None => &local,
-                };
-                let options = LossOptions {
-                    training: true,
-                    gather,
-                };
-                Ok(model.losses(&batch, &options)?)
-            });
-            let losses = match losses {
-                Ok(l) => l,
-                Err(e) => {
-                    self.model = Some(model);
-                    return Err(e);
-                }
-            };
-            let or_zero = |t: &Option<Tensor<Autodiff<B>, 1>>| {
-                t.clone()
-                    .unwrap_or_else(|| Tensor::zeros([1], &self.device))
-            };
-            let values = Tensor::cat(
-                vec![
-                    losses.matching.clone(),
-                    losses.entity.clone(),
-                    or_zero(&losses.mask),
-                    losses.total.clone(),
-                    or_zero(&losses.naming),
-                ],
-                0,
-            )
-            .detach()
-            .inner();
-            let values = self.mean_over_devices(values);
-            let values: Vec<f32> = values
-                .into_data()
-                .convert::<f32>()
-                .to_vec()
-                .unwrap_or_default();
-            if values.len() != 5 || values.iter().any(|v| !v.is_finite()) {
+        let (grads, sums) = match self.accumulate(&model, micro, step) {
+            Ok(Accumulated::Gradients(grads, sums)) => (grads, sums),
+            Ok(Accumulated::NonFinite(values)) => {
                 // The forward already moved the BatchNorm running statistics.
                 model.restore_batch_norms(batch_norms);
                 self.model = Some(model);
-                return Ok(StepValues {
-                    matching: values.first().copied().unwrap_or(f32::NAN) as f64,
-                    entity: values.get(1).copied().unwrap_or(f32::NAN) as f64,
-                    mask: losses
-                        .mask
-                        .as_ref()
-                        .map(|_| values.get(2).copied().unwrap_or(f32::NAN) as f64),
-                    naming: losses
-                        .naming
-                        .as_ref()
-                        .map(|_| values.get(4).copied().unwrap_or(f32::NAN) as f64),
-                    total: values.get(3).copied().unwrap_or(f32::NAN) as f64,
-                    grad_norm: f64::NAN,
-                    skipped: true,
-                });
+                return Ok(values);
             }
-            for (sum, v) in sums.iter_mut().zip(&values) {
-                *sum += *v as f64 * scale;
+            Err(e) => {
+                self.model = Some(model);
+                return Err(e);
             }
-            let grads = (losses.total * scale).backward();
-            accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
-        }
-        let mut grads = accumulator.grads();
+        };
+        let mut values = StepValues {
+            matching: sums[0],
+            entity: sums[1],
+            mask: self.settings.momentum.map(|_| sums[2]),
+            naming: self.settings.group_naming.map(|_| sums[4]),
+            total: sums[3],
+            grad_norm: f64::NAN,
+            skipped: true,
+        };
+        let mut grads = grads;
         if let Some(g) = &self.gather {
             grads = all_reduce_gradients(&model, grads, g.peer, ReduceOperation::Mean)
                 .map_err(|e| anyhow::anyhow!("gradient all-reduce failed: {e:?}"))?;
         }
         let norm = self.optimizer.grad_norm(&model, &grads);
-        let grad_norm = norm.clone().into_scalar().elem::<f64>();
-        if !grad_norm.is_finite() {
+        values.grad_norm = norm.clone().into_scalar().elem::<f64>();
+        if !values.grad_norm.is_finite() {
             // A finite loss can still have non-finite gradients (a NaN pixel that a clamp
             // hides from the loss): nothing is applied.
             model.restore_batch_norms(batch_norms);
             self.model = Some(model);
-            return Ok(StepValues {
-                matching: sums[0],
-                entity: sums[1],
-                mask: self.settings.momentum.map(|_| sums[2]),
-                naming: self.settings.group_naming.map(|_| sums[4]),
-                total: sums[3],
-                grad_norm,
-                skipped: true,
-            });
+            return Ok(values);
         }
         let mut model = self.optimizer.step(lr, model, grads, norm);
         if let Some(m) = self.settings.momentum {
             model.update_momentum_encoder(m);
         }
         self.model = Some(model);
-        Ok(StepValues {
-            matching: sums[0],
-            entity: sums[1],
-            mask: self.settings.momentum.map(|_| sums[2]),
-            naming: self.settings.group_naming.map(|_| sums[4]),
-            total: sums[3],
-            grad_norm,
-            skipped: false,
-        })
+        values.skipped = false;
+        Ok(values)
+    }
+
+    /// Forward and backward of every micro-batch, each with the random draws of its rows of the
+    /// global batch (docs/training.md, "What a step sees"); gradients and loss values are
+    /// averaged over the micro-batches.
+    fn accumulate(
+        &mut self,
+        model: &OvSegmentor<Autodiff<B>>,
+        micro: &[DeviceBatch],
+        step: usize,
+    ) -> Result<Accumulated> {
+        let (rank, world) = self.gather.map_or((0, 1), |g| (g.rank, g.world));
+        let mut accumulator = GradientsAccumulator::<OvSegmentor<Autodiff<B>>>::new();
+        let mut sums = [0.0f64; 5];
+        let scale = 1.0 / micro.len() as f64;
+        for (index, batch) in micro.iter().enumerate() {
+            let first = micro_batch_start(index, rank, world, batch.size);
+            let stream = RandomStream::new(self.settings.seed, step as u64, first as u64);
+            let losses = autocast::scope(self.settings.autocast, || {
+                self.forward(model, batch, &stream)
+            })?;
+            let values = self.loss_values(&losses);
+            if values.len() != 5 || values.iter().any(|v| !v.is_finite()) {
+                return Ok(Accumulated::NonFinite(skipped_values(&values, &losses)));
+            }
+            for (sum, v) in sums.iter_mut().zip(&values) {
+                *sum += *v as f64 * scale;
+            }
+            let grads = (losses.total * scale).backward();
+            accumulator.accumulate(model, GradientsParams::from_grads(grads, model));
+        }
+        Ok(Accumulated::Gradients(accumulator.grads(), sums))
+    }
+
+    /// The training forward of one micro-batch.
+    fn forward(
+        &mut self,
+        model: &OvSegmentor<Autodiff<B>>,
+        batch: &DeviceBatch,
+        stream: &RandomStream,
+    ) -> Result<Losses<Autodiff<B>>> {
+        let batch = self.tensors(batch)?;
+        let local = LocalGather;
+        let gather: &dyn GatherAll<Autodiff<B>> = match &self.gather {
+            Some(g) => g,
+            None => &local,
+        };
+        let options = LossOptions {
+            training: true,
+            gather,
+        };
+        Ok(model.losses_with(&batch, &options, Some(stream))?)
+    }
+
+    /// [matching, entity, mask, total, naming] averaged over the devices, read back (absent
+    /// terms are 0).
+    fn loss_values(&self, losses: &Losses<Autodiff<B>>) -> Vec<f32> {
+        let or_zero = |t: &Option<Tensor<Autodiff<B>, 1>>| {
+            t.clone()
+                .unwrap_or_else(|| Tensor::zeros([1], &self.device))
+        };
+        let values = Tensor::cat(
+            vec![
+                losses.matching.clone(),
+                losses.entity.clone(),
+                or_zero(&losses.mask),
+                losses.total.clone(),
+                or_zero(&losses.naming),
+            ],
+            0,
+        )
+        .detach()
+        .inner();
+        self.mean_over_devices(values)
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .unwrap_or_default()
     }
 
     fn mean_over_devices(&self, values: Tensor<B, 1>) -> Tensor<B, 1> {
@@ -328,6 +338,37 @@ impl<B: Backend> Replica<B> {
             },
             naming,
         })
+    }
+}
+
+/// Where micro-batch `micro` of device `rank` (of `world`) starts in the global batch, each
+/// holding `rows` samples: micro-step `a` trains rows `(a * world + r) * rows..` on device `r`,
+/// so one micro-step over all devices covers a contiguous block (run.rs's `split`). Random
+/// draws are keyed by these global indices.
+pub fn micro_batch_start(micro: usize, rank: usize, world: usize, rows: usize) -> usize {
+    (micro * world + rank) * rows
+}
+
+/// What [`Replica::accumulate`] gives.
+enum Accumulated {
+    /// The gradients averaged over the micro-batches and the loss values [matching, entity,
+    /// mask, total, naming] likewise.
+    Gradients(GradientsParams, [f64; 5]),
+    /// A micro-batch had a non-finite loss: the values of the skipped step.
+    NonFinite(StepValues),
+}
+
+/// The values of a step skipped for the non-finite loss `values` (as read by `loss_values`).
+fn skipped_values<B: Backend>(values: &[f32], losses: &Losses<B>) -> StepValues {
+    let value = |i: usize| values.get(i).copied().unwrap_or(f32::NAN) as f64;
+    StepValues {
+        matching: value(0),
+        entity: value(1),
+        mask: losses.mask.as_ref().map(|_| value(2)),
+        naming: losses.naming.as_ref().map(|_| value(4)),
+        total: value(3),
+        grad_norm: f64::NAN,
+        skipped: true,
     }
 }
 

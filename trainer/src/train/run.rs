@@ -22,7 +22,9 @@ use serde::Serialize;
 use super::checkpoint::{Checkpoints, DataPosition, RunState};
 use super::collective::CollectiveGather;
 use super::config::TrainConfig;
-use super::replica::{freeze_for_stage, DeviceBatch, Replica, ReplicaSettings, StepValues};
+use super::replica::{
+    freeze_for_stage, micro_batch_start, DeviceBatch, Replica, ReplicaSettings, StepValues,
+};
 use crate::model_io::write_atomically;
 
 /// Global batches (one optimizer step each) in a deterministic order, resumable at any batch.
@@ -37,6 +39,9 @@ pub trait BatchSource {
     /// One line on what was skipped (corrupt images, invalid lines, ...), if anything.
     fn skipped(&self) -> Option<String>;
 }
+
+/// Consecutive steps with a non-finite loss or gradient that stop the run.
+pub const MAX_BAD_STEPS: usize = 5;
 
 /// Called with the model after a checkpoint when evaluation is due; returns mIoU (percent).
 pub type EvalHook<'a> = dyn FnMut(&[u8], usize) -> Result<f64> + 'a;
@@ -294,10 +299,10 @@ pub fn train<B: Backend>(
     let mut bad_steps = 0usize;
     let batch_images = config.global_batch(world) as f64;
 
-    let save = |state: &RunState, workers: &[Worker]| -> Result<Vec<u8>> {
+    let save = |state: &RunState, workers: &[Worker]| -> Result<(Vec<u8>, PathBuf)> {
         let (model, optimizer) = snapshot(&workers[0])?;
-        checkpoints.save(state, &model, &optimizer, config.keep_last)?;
-        Ok(model)
+        let path = checkpoints.save(state, &model, &optimizer, config.keep_last)?;
+        Ok((model, path))
     };
 
     'epochs: for epoch in state.position.epoch..config.epochs {
@@ -371,14 +376,18 @@ pub fn train<B: Backend>(
                         state.step, values.total, values.grad_norm
                     )
                 });
-                if bad_steps >= 5 {
+                if bad_steps >= MAX_BAD_STEPS {
+                    // A skipped step changes no weight, so this checkpoint holds the model and
+                    // optimizer of the last good step, at the data position after the bad ones.
+                    let (_, path) = save(&state, &workers)?;
                     bail!(
-                        "5 steps in a row had a non-finite loss or gradient (last: loss {}, gradient \
-                         norm {}): lower the learning rate or check the data; the last good \
-                         checkpoint is in {}",
+                        "{MAX_BAD_STEPS} steps in a row had a non-finite loss or gradient (last: \
+                         loss {}, gradient norm {}): lower the learning rate or check the data; \
+                         the weights of the last good step ({}) are saved in {}",
                         values.total,
                         values.grad_norm,
-                        options.dir.join("checkpoints").display()
+                        state.step - bad_steps,
+                        path.display()
                     );
                 }
             } else {
@@ -394,7 +403,7 @@ pub fn train<B: Backend>(
                 .as_ref()
                 .is_some_and(|e| state.step % e.every.max(1) == 0);
             if state.step % config.checkpoint_every == 0 || eval_due {
-                let model = save(&state, &workers)?;
+                let (model, _) = save(&state, &workers)?;
                 if let (true, Some(hook)) = (eval_due, eval.as_mut()) {
                     let miou = bar.suspend(|| hook(&model, state.step))?;
                     if state.best_miou.is_none_or(|best| miou > best) {
@@ -414,7 +423,7 @@ pub fn train<B: Backend>(
         };
         save(&state, &workers)?;
     }
-    let model = save(&state, &workers)?;
+    let (model, _) = save(&state, &workers)?;
     let final_model = options.dir.join("model.mpk");
     write_atomically(&final_model, &model)?;
     write_atomically(
@@ -451,7 +460,8 @@ fn progress_message(line: &MetricsLine) -> String {
     )
 }
 
-/// Rows of the global batch for micro-step `a` of device `r`: `(a * world + r) * b ..`.
+/// Rows of the global batch for micro-step `a` of device `r`: `(a * world + r) * b ..`
+/// ([`micro_batch_start`], which the devices also key their random draws by).
 fn split(batch: &DeviceBatch, world: usize, accumulation: usize) -> Result<Vec<Vec<DeviceBatch>>> {
     let parts = world * accumulation;
     if batch.size % parts != 0 || batch.size == 0 {
@@ -464,7 +474,7 @@ fn split(batch: &DeviceBatch, world: usize, accumulation: usize) -> Result<Vec<V
     Ok((0..world)
         .map(|r| {
             (0..accumulation)
-                .map(|a| batch.rows((a * world + r) * b, b))
+                .map(|a| batch.rows(micro_batch_start(a, r, world, b), b))
                 .collect()
         })
         .collect())

@@ -1,6 +1,7 @@
 //! The training loop on the CPU: two devices equal one device with twice the batch, a resumed
 //! run equals an uninterrupted one, and the optimizer groups follow the reference.
 
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -23,8 +24,8 @@ struct Synthetic {
     batches: usize,
     image_size: usize,
     stage_two: bool,
-    /// This batch of every epoch holds NaN pixels.
-    poison: Option<usize>,
+    /// These batches of every epoch hold NaN pixels.
+    poison: Range<usize>,
 }
 
 fn noise(seed: u64, n: usize) -> Vec<f32> {
@@ -64,7 +65,7 @@ impl BatchSource for Synthetic {
             };
             let seed = (epoch * 1000 + k) as u64;
             let mut images = noise(seed, self.batch * pixels);
-            if self.poison == Some(k) {
+            if self.poison.contains(&k) {
                 images[0] = f32::NAN;
             }
             Ok(DeviceBatch {
@@ -95,6 +96,15 @@ fn model_config() -> OvsegConfig {
     c.image.drop_path_rate = 0.0;
     c.image.gumbel = false;
     c.image.img_size = 64;
+    c
+}
+
+/// [`model_config`] with GroupViT's Gumbel noise on and drop-path rates 0, 1/6, 1/3 and 1/2
+/// over the four blocks: every training forward draws noise for each sample.
+fn noisy_model_config() -> OvsegConfig {
+    let mut c = model_config();
+    c.image.gumbel = true;
+    c.image.drop_path_rate = 0.5;
     c
 }
 
@@ -158,40 +168,85 @@ fn try_run(
     resume: bool,
     poison: Option<usize>,
 ) -> Result<RunSummary> {
-    let source = Synthetic {
-        batch: global_batch,
-        batches: 6,
-        image_size: 64,
-        stage_two: config.stage == 2,
-        poison,
-    };
-    let options = RunOptions {
-        dir: dir.clone(),
-        cluster: None,
-        config,
-        model_config: model_config(),
-        resume,
-        resume_changed: false,
-        show_progress: false,
-    };
-    let tokenizer = Arc::new(TextTokenizer::bert_base_uncased());
-    train::<Flex>(
-        &options,
-        initial,
-        tokenizer,
-        &source,
-        vec![Default::default(); devices],
-        None,
-    )
+    Job {
+        poison: poison.map_or(0..0, |k| k..k + 1),
+        ..Job::new(config, devices, global_batch)
+    }
+    .try_run(dir, initial, resume)
+}
+
+/// One training run: the recipe, the model shape, the devices and the data it sees.
+#[derive(Clone)]
+struct Job {
+    config: TrainConfig,
+    model: OvsegConfig,
+    devices: usize,
+    global_batch: usize,
+    /// Batches of every epoch with NaN pixels.
+    poison: Range<usize>,
+}
+
+impl Job {
+    fn new(config: TrainConfig, devices: usize, global_batch: usize) -> Self {
+        Self {
+            config,
+            model: model_config(),
+            devices,
+            global_batch,
+            poison: 0..0,
+        }
+    }
+
+    /// The same run with Gumbel noise and drop-path on ([`noisy_model_config`]).
+    fn noisy(self) -> Self {
+        Self {
+            model: noisy_model_config(),
+            ..self
+        }
+    }
+
+    fn try_run(&self, dir: &PathBuf, initial: Vec<u8>, resume: bool) -> Result<RunSummary> {
+        // burn-collective keeps one registry per process: runs on several devices take turns.
+        static COLLECTIVE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _turn =
+            (self.devices > 1).then(|| COLLECTIVE.lock().unwrap_or_else(|e| e.into_inner()));
+        let source = Synthetic {
+            batch: self.global_batch,
+            batches: 6,
+            image_size: 64,
+            stage_two: self.config.stage == 2,
+            poison: self.poison.clone(),
+        };
+        let options = RunOptions {
+            dir: dir.clone(),
+            cluster: None,
+            config: self.config.clone(),
+            model_config: self.model.clone(),
+            resume,
+            resume_changed: false,
+            show_progress: false,
+        };
+        let tokenizer = Arc::new(TextTokenizer::bert_base_uncased());
+        let devices = vec![Default::default(); self.devices];
+        train::<Flex>(&options, initial, tokenizer, &source, devices, None)
+    }
+
+    fn run(&self, dir: &PathBuf, initial: Vec<u8>, resume: bool) -> RunSummary {
+        self.try_run(dir, initial, resume).expect("training runs")
+    }
 }
 
 fn initial_model(stage_two: bool) -> Vec<u8> {
+    initial_model_of(&model_config(), stage_two)
+}
+
+fn initial_model_of(config: &OvsegConfig, stage_two: bool) -> Vec<u8> {
     let device = Default::default();
-    let mut model = model_config().init::<Flex>(&device);
+    let mut model = config.init::<Flex>(&device);
     if stage_two {
         model.reset_momentum_encoder();
     }
-    model_to_bytes(model, &model_config(), None, Precision::Full).unwrap()
+    model_to_bytes(model, config, None, Precision::Full).unwrap()
 }
 
 fn weights(path: &PathBuf) -> Vec<f32> {
@@ -594,5 +649,325 @@ fn stage_two_freezes_text_moves_momentum_and_resumes_exactly() {
         assert_eq!(x["total"], y["total"], "step {}", x["step"]);
     }
     assert_eq!(weights(&dir.join("model.mpk")), end);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Asserts that runs `a` and `b` (from `initial`) logged the same losses and ended with the same
+/// weights up to float summation order. They add the same numbers in other orders (one backward
+/// over the whole batch against an all-reduce mean of two; SyncBatchNorm sums per device, then
+/// across): f32 rounding, about 1e-7 of a value, grown over a few AdamW steps. Hence 1e-4 of each
+/// logged value and 1 % of each parameter tensor's update; a different draw (one Gumbel choice,
+/// one dropped branch) moves the losses by far more (checked in the first test that uses this).
+fn assert_same_training(a: &PathBuf, b: &PathBuf, initial: &[u8], what: &str) {
+    let (m1, m2) = (read_metrics(a), read_metrics(b));
+    assert_eq!(m1.len(), m2.len(), "{what}");
+    for (x, y) in m1.iter().zip(&m2) {
+        for key in ["matching", "entity", "total", "grad_norm"] {
+            let (p, q) = (x[key].as_f64().unwrap(), y[key].as_f64().unwrap());
+            assert!(
+                (p - q).abs() <= 1e-4 * p.abs().max(1.0),
+                "{what}, step {}: {key} {p} vs {q}",
+                x["step"]
+            );
+        }
+    }
+    let load = |bytes: Vec<u8>| {
+        collect(
+            &model_from_bytes::<Flex>(bytes, "run", &Default::default())
+                .unwrap()
+                .0,
+        )
+    };
+    let start = load(initial.to_vec());
+    let wa = load(std::fs::read(a.join("model.mpk")).unwrap());
+    let wb = load(std::fs::read(b.join("model.mpk")).unwrap());
+    let norm = |x: &[f32], y: &[f32]| -> f32 {
+        x.iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).powi(2))
+            .sum::<f32>()
+            .sqrt()
+    };
+    let mut moved = 0;
+    for (i, ((x, y), s)) in wa.iter().zip(&wb).zip(&start).enumerate() {
+        let (difference, update) = (norm(x, y), norm(x, s));
+        moved += usize::from(update > 0.0);
+        assert!(
+            difference <= 1e-2 * update + 1e-5,
+            "{what}, parameter {i} ({} values): runs differ by {difference}, update {update}",
+            x.len()
+        );
+    }
+    assert!(
+        moved > wa.len() / 2,
+        "{what}: {moved} of {} moved",
+        wa.len()
+    );
+}
+
+fn total_at(dir: &PathBuf, line: usize) -> f64 {
+    read_metrics(dir)[line]["total"].as_f64().unwrap()
+}
+
+/// One random stream per sample: with Gumbel noise and drop-path on, two devices with batch 2
+/// train like one device with batch 4 for three steps, since each sample draws by its index in
+/// the global batch (docs/training.md, "What a step sees").
+#[test]
+fn with_noise_on_two_devices_with_batch_b_equal_one_device_with_batch_2b() {
+    let initial = initial_model_of(&noisy_model_config(), false);
+    let one = scratch("noisy-one-device");
+    let two = scratch("noisy-two-devices");
+    let job = |batch, devices| Job::new(train_config(1, batch, 3), devices, 4).noisy();
+    job(4, 1).run(&one, initial.clone(), false);
+    job(2, 2).run(&two, initial.clone(), false);
+    assert_same_training(&one, &two, &initial, "1 device x 4 vs 2 devices x 2");
+    // The noise is on and matters: another seed draws other noise, and the first step's loss
+    // moves by far more than the tolerance.
+    let other = scratch("noisy-other-seed");
+    let config = train_config(1, 4, 1);
+    let reseeded = TrainConfig {
+        seed: config.seed + 1,
+        ..config
+    };
+    Job::new(reseeded, 1, 4).noisy().run(&other, initial, false);
+    let (x, y) = (total_at(&one, 0), total_at(&other, 0));
+    assert!((x - y).abs() > 1e-3 * x.abs(), "seed 1: {x}, seed 2: {y}");
+    for dir in [one, two, other] {
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
+
+/// Accumulation keys the draws by the global index too. Micro-step `a` of device `r` trains rows
+/// `(a * world + r) * b..`, so two devices x batch 1 x 2 accumulation steps see, micro-step by
+/// micro-step, the rows, contrastive negatives, BatchNorm batches and noise of one device x
+/// batch 2 x 2 accumulation steps, and train alike (noise on).
+#[test]
+fn with_noise_accumulation_on_two_devices_equals_accumulation_on_one() {
+    let initial = initial_model_of(&noisy_model_config(), false);
+    let one = scratch("noisy-accumulation-one-device");
+    let two = scratch("noisy-accumulation-two-devices");
+    let job = |batch, devices| {
+        let config = TrainConfig {
+            accumulation: 2,
+            ..train_config(1, batch, 3)
+        };
+        Job::new(config, devices, 4).noisy()
+    };
+    job(2, 1).run(&one, initial.clone(), false);
+    job(1, 2).run(&two, initial.clone(), false);
+    assert_same_training(&one, &two, &initial, "accumulation: 1 device x 2 vs 2 x 1");
+    std::fs::remove_dir_all(&one).ok();
+    std::fs::remove_dir_all(&two).ok();
+}
+
+type AB = burn::backend::Autodiff<Flex>;
+
+/// Gradients of every image-encoder parameter as flat f32 vectors (`None` where none).
+fn encoder_gradients(
+    model: &ovseg_model::OvSegmentor<AB>,
+    grads: &burn::optim::GradientsParams,
+) -> Vec<Option<Vec<f32>>> {
+    struct Grads<'a>(&'a burn::optim::GradientsParams, Vec<Option<Vec<f32>>>);
+    impl burn::module::ModuleVisitor<AB> for Grads<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<AB, D>>) {
+            let g = self.0.get::<Flex, D>(p.id);
+            self.1.push(g.map(|g| g.into_data().to_vec().unwrap()));
+        }
+    }
+    let mut visitor = Grads(grads, Vec::new());
+    model.img_encoder.visit(&mut visitor);
+    visitor.1
+}
+
+/// What accumulation does not change: each sample's own part of the step. With noise on, the
+/// image encoder run over two micro-batches of 2, each with the stream of its rows, assigns every
+/// patch as the run over the whole batch of 4 does, and the accumulated gradients of a per-sample
+/// loss (pooled features against fixed weights, averaged over the 4 rows as the trainer scales
+/// micro-batches) equal the whole batch's up to summation order (1e-4 of the largest value).
+/// The contrastive losses and BatchNorm are not per sample: their batch stays the micro-step's.
+#[test]
+fn accumulated_micro_batches_draw_and_differentiate_per_sample_terms_like_the_whole_batch() {
+    use burn::optim::{GradientsAccumulator, GradientsParams};
+    use ovseg_model::nn::{Draws, RandomStream};
+
+    use super::replica::micro_batch_start;
+
+    let device = Default::default();
+    let model = noisy_model_config().init::<AB>(&device);
+    let pixels = 3 * 64 * 64;
+    let all = noise(9, 4 * pixels);
+    let target = Tensor::<AB, 2>::from_data(TensorData::new(noise(5, 64), [1, 64]), &device);
+    // Rows `first..first + n`, drawing as rows `drawn_as..` of the global batch.
+    let forward = |first: usize, n: usize, drawn_as: usize| {
+        let data = TensorData::new(
+            all[first * pixels..(first + n) * pixels].to_vec(),
+            [n, 3, 64, 64],
+        );
+        let stream = RandomStream::new(3, 11, drawn_as as u64);
+        let out = model
+            .img_encoder
+            .forward_with(Tensor::from_data(data, &device), Draws::Stream(&stream));
+        let loss = (out.pooled * target.clone()).sum() / 4.0;
+        (out.assignment.hard.inner().into_data(), loss)
+    };
+    let (whole_hard, whole_loss) = forward(0, 4, 0);
+    let whole = GradientsParams::from_grads(whole_loss.backward(), &model);
+    let mut accumulator = GradientsAccumulator::<ovseg_model::OvSegmentor<AB>>::new();
+    let mut hard = Vec::new();
+    for micro in 0..2 {
+        let first = micro_batch_start(micro, 0, 1, 2);
+        let (h, loss) = forward(first, 2, first);
+        hard.extend(h.to_vec::<f32>().unwrap());
+        accumulator.accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
+    }
+    assert_eq!(hard, whole_hard.to_vec::<f32>().unwrap(), "same choices");
+    // Drawn as rows 0-1 (a per-device stream), rows 2-3 would choose otherwise.
+    let (other, _) = forward(2, 2, 0);
+    assert_ne!(other.to_vec::<f32>().unwrap(), hard[hard.len() / 2..]);
+
+    let (a, b) = (
+        encoder_gradients(&model, &whole),
+        encoder_gradients(&model, &accumulator.grads()),
+    );
+    assert_eq!(a.len(), b.len());
+    // Rounding follows the size of the terms summed, not of the result: a parameter whose
+    // gradient nearly cancels (largest value 1e-7 where others reach 1e-2) is held to 1e-4 of
+    // one thousandth of the largest gradient of all.
+    let top = a
+        .iter()
+        .flatten()
+        .flatten()
+        .fold(0.0f32, |m, v| m.max(v.abs()));
+    let mut compared = 0;
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        let (Some(x), Some(y)) = (x, y) else {
+            assert_eq!(x.is_some(), y.is_some(), "parameter {i}");
+            continue;
+        };
+        let own = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let largest = own.max(1e-3 * top);
+        let difference = x
+            .iter()
+            .zip(y)
+            .fold(0.0f32, |m, (p, q)| m.max((p - q).abs()));
+        assert!(
+            difference <= 1e-4 * largest + 1e-9,
+            "parameter {i}: {difference} of {largest}"
+        );
+        compared += usize::from(own > 1e-3 * top);
+    }
+    assert!(
+        compared > a.len() / 2,
+        "{compared} of {} gradients",
+        a.len()
+    );
+}
+
+/// A two-device run with noise on, cut after step 2 (its later checkpoints and final model
+/// gone), resumes to exactly the losses and weights of the uninterrupted run: the draws depend
+/// on the seed, the step and the sample, not on a generator's state.
+#[test]
+fn with_noise_a_two_device_run_resumed_after_step_2_equals_the_uninterrupted_one() {
+    let config = TrainConfig {
+        checkpoint_every: 1,
+        ..train_config(1, 2, 4)
+    };
+    let job = Job::new(config, 2, 4).noisy();
+    let dir = scratch("noisy-two-devices-resume");
+    job.run(&dir, initial_model_of(&job.model, false), false);
+    let (metrics, end) = (read_metrics(&dir), weights(&dir.join("model.mpk")));
+    for step in [3, 4] {
+        std::fs::remove_dir_all(dir.join(format!("checkpoints/step-{step:08}"))).unwrap();
+    }
+    std::fs::remove_file(dir.join("model.mpk")).unwrap();
+    std::fs::write(dir.join("checkpoints/latest"), "step-00000002").unwrap();
+    job.run(&dir, Vec::new(), true);
+    let again = read_metrics(&dir);
+    assert_eq!(again.len(), 4);
+    for (x, y) in metrics.iter().zip(&again) {
+        for key in ["matching", "entity", "total", "grad_norm"] {
+            assert_eq!(x[key], y[key], "step {} {key}", x["step"]);
+        }
+    }
+    assert_eq!(weights(&dir.join("model.mpk")), end);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The steps whose metrics line says `skipped`, 1-based.
+fn skipped_steps(dir: &PathBuf) -> Vec<u64> {
+    read_metrics(dir)
+        .iter()
+        .filter(|m| m.get("skipped").is_some())
+        .map(|m| m["step"].as_u64().unwrap())
+        .collect()
+}
+
+/// run.rs's guard: five steps in a row with a non-finite loss stop the run with an error naming
+/// the checkpoint it saved, which holds the weights of the last good step (skipped steps change
+/// no weight).
+#[test]
+fn five_bad_steps_in_a_row_stop_the_run_and_save_the_last_good_weights() {
+    let initial = initial_model(false);
+    let clean = scratch("bad-steps-clean");
+    run(&clean, train_config(1, 2, 1), 1, 2, initial.clone(), false);
+    let dir = scratch("bad-steps-five");
+    // Batches 1-5 (steps 2-6) hold NaN pixels; no periodic checkpoint falls in the run.
+    let config = TrainConfig {
+        checkpoint_every: 100,
+        ..train_config(1, 2, 6)
+    };
+    let job = Job {
+        poison: 1..6,
+        ..Job::new(config, 1, 2)
+    };
+    let err = job.try_run(&dir, initial, false).unwrap_err().to_string();
+    let saved = dir.join("checkpoints/step-00000006");
+    assert!(
+        err.contains("5 steps in a row had a non-finite loss or gradient")
+            && err.contains("the weights of the last good step (1) are saved in")
+            && err.contains(&saved.display().to_string()),
+        "{err}"
+    );
+    assert_eq!(skipped_steps(&dir), [2, 3, 4, 5, 6]);
+    assert!(!dir.join("model.mpk").exists(), "the run did not finish");
+    let latest = std::fs::read_to_string(dir.join("checkpoints/latest")).unwrap();
+    assert_eq!(latest.trim(), "step-00000006");
+    assert_eq!(
+        weights(&saved.join("model.mpk")),
+        weights(&clean.join("model.mpk"))
+    );
+    std::fs::remove_dir_all(&clean).ok();
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Four bad steps in a row are skipped and training goes on; a good step resets the count, so
+/// eight bad steps in two runs of four never stop the run.
+#[test]
+fn fewer_than_five_bad_steps_in_a_row_are_skipped_and_training_goes_on() {
+    let initial = initial_model(false);
+    let clean = scratch("bad-steps-clean-one");
+    run(&clean, train_config(1, 2, 1), 1, 2, initial.clone(), false);
+    let dir = scratch("bad-steps-four");
+    let config = TrainConfig {
+        epochs: 2,
+        ..train_config(1, 2, 12)
+    };
+    // Batches 1-4 of each 6-batch epoch: steps 2-5 and 8-11.
+    let job = Job {
+        poison: 1..5,
+        ..Job::new(config, 1, 2)
+    };
+    let summary = job.run(&dir, initial, false);
+    assert_eq!(summary.steps, 12);
+    assert_eq!(skipped_steps(&dir), [2, 3, 4, 5, 8, 9, 10, 11]);
+    assert!(summary
+        .last
+        .is_some_and(|v| !v.skipped && v.total.is_finite()));
+    // Steps 6, 7 and 12 trained.
+    assert_ne!(
+        weights(&dir.join("model.mpk")),
+        weights(&clean.join("model.mpk"))
+    );
+    std::fs::remove_dir_all(&clean).ok();
     std::fs::remove_dir_all(&dir).ok();
 }
