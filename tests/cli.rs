@@ -260,6 +260,17 @@ fn bad_input_is_a_one_line_error() {
     assert!(seg(&model, &picture, "cat,cat").contains("twice"));
     assert!(seg(&dir.join("nope.mpk"), &picture, "cat").contains("does not exist"));
     assert!(seg(&text_model, &picture, "cat").contains("not an ovseg model file"));
+    // One flipped bit in a weight: the checksum trailer catches it.
+    let mut bytes = std::fs::read(&model).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    let flipped = dir.join("flipped.mpk");
+    std::fs::write(&flipped, bytes).unwrap();
+    let e = seg(&flipped, &picture, "cat");
+    assert!(
+        e.contains("flipped.mpk") && e.contains("checksum mismatch"),
+        "{e}"
+    );
     let e = fails(&[
         "segment",
         "--model",

@@ -13,6 +13,7 @@ use burn::backend::Flex;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use ovseg_model::checksum;
 use ovseg_model::pack::{write_pack, Pack, Part, Storage};
 use ovseg_model::record::{model_from_bytes, model_to_bytes, Precision};
 use ovseg_model::share::{Shared, SharedPicture};
@@ -141,12 +142,24 @@ fn tiny() -> (OvsegConfig, ovseg_model::OvSegmentor<Flex>) {
     (config, model)
 }
 
+/// Fuzzes a sealed file (`valid` ends with its checksum trailer) twice: as damaged, where the
+/// checksum catches nearly everything, and damaged then sealed again, as a hostile writer would,
+/// so that every damage reaches the parser behind the checksum.
+fn fuzz_sealed(name: &str, cases: u64, valid: &[u8], read: impl Fn(Vec<u8>)) {
+    fuzz(name, cases, valid, &read);
+    let unsealed = &valid[..valid.len() - checksum::TRAILER_LEN];
+    fuzz(&format!("{name}, sealed again"), cases, unsealed, |mut damaged| {
+        checksum::seal(&mut damaged);
+        read(damaged)
+    });
+}
+
 #[test]
 fn weight_pack_reader() {
     let (config, model) = tiny();
     for (part, storage) in [(Part::Image, Storage::Int8), (Part::Text, Storage::F16)] {
         let valid = write_pack(&model, &config, part, storage, None).unwrap();
-        fuzz("weight pack", 600, &valid, |damaged| {
+        fuzz_sealed("weight pack", 600, &valid, |damaged| {
             if let Ok(pack) = Pack::from_bytes(damaged, "fuzz.ovsegpack") {
                 if let Ok(model) = pack.init_model::<Flex>(&Default::default()) {
                     let _ = pack.load_into(model, pack.config());
@@ -160,7 +173,7 @@ fn weight_pack_reader() {
 fn model_file_reader() {
     let (config, model) = tiny();
     let valid = model_to_bytes(model, &config, None, Precision::Full).unwrap();
-    fuzz("model file", 300, &valid, |damaged| {
+    fuzz_sealed("model file", 300, &valid, |damaged| {
         let _ = model_from_bytes::<Flex>(damaged, "fuzz.ovseg", &Default::default());
     });
 }

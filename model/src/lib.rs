@@ -7,6 +7,7 @@
 //! - [`segmentation`]: zero-shot segmentation with prompt-ensembled class embeddings,
 //! - [`import`] (feature `import`): released PyTorch checkpoints and HuggingFace BERT weights.
 
+pub mod checksum;
 pub mod config;
 pub mod data;
 pub mod error;

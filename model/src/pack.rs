@@ -19,13 +19,16 @@ use burn::prelude::*;
 use burn::tensor::f16;
 use serde::{Deserialize, Serialize};
 
+use crate::checksum::{self, Sealed};
 use crate::config::{OvsegConfig, MAX_TENSOR_VALUES};
 use crate::error::OvsegError;
 use crate::model::OvSegmentor;
 use crate::record::for_each_float_param;
 
 pub const MAGIC: &[u8; 8] = b"OVSEGPAK";
-pub const PACK_FORMAT: u32 = 1;
+/// Format 2 ends with a checksum trailer ([`crate::checksum`]); format 1 packs (without one)
+/// still load.
+pub const PACK_FORMAT: u32 = 2;
 /// Values sharing one scale in a `q8` or `q6` tensor.
 pub const Q_BLOCK: usize = 64;
 /// Tensors smaller than this, and vectors (biases, norms), stay f16 in an int8 or int6 pack:
@@ -231,6 +234,7 @@ pub fn write_pack<B: Backend>(
     out.extend_from_slice(&(json.len() as u32).to_le_bytes());
     out.extend_from_slice(&json);
     out.extend_from_slice(&data);
+    checksum::seal(&mut out);
     Ok(out)
 }
 
@@ -312,6 +316,8 @@ fn encode(dtype: Dtype, values: &[f32], out: &mut Vec<u8>) {
 impl Pack {
     /// Decodes a pack; `origin` names the file in errors.
     pub fn from_bytes(bytes: Vec<u8>, origin: &str) -> Result<Self, OvsegError> {
+        let mut bytes = bytes;
+        let sealed = checksum::open(&mut bytes, origin)?;
         let fail = |message: String| OvsegError::Checkpoint {
             path: origin.into(),
             message,
@@ -334,11 +340,14 @@ impl Pack {
         }
         let mut header: Header = serde_json::from_slice(&bytes[12..data_start])
             .map_err(|e| fail(format!("unreadable header: {e}")))?;
-        if header.format != PACK_FORMAT {
+        if !(1..=PACK_FORMAT).contains(&header.format) {
             return Err(fail(format!(
-                "pack format {} (this build reads {PACK_FORMAT})",
+                "pack format {} (this build reads 1 to {PACK_FORMAT})",
                 header.format
             )));
+        }
+        if header.format >= 2 && sealed == Sealed::Absent {
+            return Err(checksum::missing(origin));
         }
         header.config.validate().map_err(|e| fail(e.to_string()))?;
         // The tensor bytes stay where they are: a pack is tens of MB in a browser tab. Every
@@ -710,15 +719,29 @@ mod tests {
         let config = tiny();
         let model = config.init::<NdArray>(&device);
         let bytes = write_pack(&model, &config, Part::Image, Storage::Int8, None).unwrap();
+        // Damage behind a valid checksum, as a hostile writer would make it.
+        let resealed = |mut b: Vec<u8>| {
+            b.truncate(b.len() - checksum::TRAILER_LEN);
+            checksum::seal(&mut b);
+            b
+        };
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (b"not a pack".to_vec(), "no OVSEGPAK signature"),
             (bytes[..10].to_vec(), "truncated"),
-            (bytes[..bytes.len() - 1].to_vec(), "truncated or corrupt"),
+            (bytes[..bytes.len() - 1].to_vec(), "truncated"),
+            (
+                {
+                    let mut b = bytes.clone();
+                    b[bytes.len() / 2] ^= 1;
+                    b
+                },
+                "checksum mismatch",
+            ),
             (
                 {
                     let mut b = bytes.clone();
                     b[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
-                    b
+                    resealed(b)
                 },
                 "does not fit",
             ),
@@ -726,7 +749,7 @@ mod tests {
                 {
                     let mut b = bytes.clone();
                     b[14] = b'#';
-                    b
+                    resealed(b)
                 },
                 "unreadable header",
             ),
@@ -771,7 +794,40 @@ mod tests {
         out.extend((json.len() as u32).to_le_bytes());
         out.extend(json);
         out.extend(vec![0u8; data]);
+        checksum::seal(&mut out);
         out
+    }
+
+    /// Packs written before the checksum trailer (format 1) still load; a format 2 pack without
+    /// its trailer is refused as truncated.
+    #[test]
+    fn format_1_packs_load_without_a_trailer() {
+        let device = Default::default();
+        let config = tiny();
+        let model = config.init::<NdArray>(&device);
+        let sealed = write_pack(&model, &config, Part::Image, Storage::F16, None).unwrap();
+        let unsealed = sealed[..sealed.len() - checksum::TRAILER_LEN].to_vec();
+        let e = Pack::from_bytes(unsealed.clone(), "new.ovsegpack")
+            .err()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            e,
+            "checkpoint new.ovsegpack: its checksum trailer is missing: the file is truncated or damaged"
+        );
+        let mut old = unsealed;
+        let key = b"\"format\":2";
+        let at = old.windows(key.len()).position(|w| w == key).unwrap();
+        old[at + key.len() - 1] = b'1';
+        let back = Pack::from_bytes(old, "old.ovsegpack").unwrap();
+        let rebuilt = back.init_model::<NdArray>(&device).unwrap();
+        let again = Pack::from_bytes(sealed, "new.ovsegpack").unwrap();
+        let expected = again.init_model::<NdArray>(&device).unwrap();
+        let image = |m: &OvSegmentor<NdArray>| -> Vec<_> {
+            let params = float_params(m).into_iter();
+            params.filter(|(p, _)| Part::of(p) == Part::Image).collect()
+        };
+        assert_eq!(max_relative_error(image(&rebuilt), image(&expected)), 0.0);
     }
 
     /// Sizes in a header are counted in u64 and checked: overflowing shapes, offsets and byte

@@ -10,12 +10,14 @@ use burn::record::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::checksum::{self, Sealed};
 use crate::config::OvsegConfig;
 use crate::error::OvsegError;
 use crate::model::{OvSegmentor, OvSegmentorRecord};
 
-/// Version of the manifest layout.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the file layout. Format 2 ends with a checksum trailer ([`crate::checksum`]);
+/// format 1 files (without one) still load.
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Record)]
 pub struct OvsegRecord<B: Backend> {
@@ -100,7 +102,10 @@ pub fn model_to_bytes<B: Backend>(
         Precision::Full => NamedMpkBytesRecorder::<FullPrecisionSettings>::new().record(record, ()),
         Precision::Half => NamedMpkBytesRecorder::<HalfPrecisionSettings>::new().record(record, ()),
     };
-    bytes.map_err(|e| OvsegError::Input(format!("cannot serialise the model: {e}")))
+    let mut bytes =
+        bytes.map_err(|e| OvsegError::Input(format!("cannot serialise the model: {e}")))?;
+    checksum::seal(&mut bytes);
+    Ok(bytes)
 }
 
 /// Rebuilds a model from [`model_to_bytes`] output, checking every parameter's shape against
@@ -114,16 +119,21 @@ pub fn model_from_bytes<B: Backend>(
         path: origin.into(),
         message,
     };
+    let mut bytes = bytes;
+    let sealed = checksum::open(&mut bytes, origin)?;
     let record: OvsegRecord<B> = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
         .load(bytes, device)
         .map_err(|e| fail(format!("not an ovseg model file ({e})")))?;
     let manifest: Manifest = serde_json::from_str(&record.manifest)
         .map_err(|e| fail(format!("unreadable manifest: {e}")))?;
-    if manifest.format != FORMAT_VERSION {
+    if !(1..=FORMAT_VERSION).contains(&manifest.format) {
         return Err(fail(format!(
-            "model file format {} (this build reads {FORMAT_VERSION})",
+            "model file format {} (this build reads 1 to {FORMAT_VERSION})",
             manifest.format
         )));
+    }
+    if manifest.format >= 2 && sealed == Sealed::Absent {
+        return Err(checksum::missing(origin));
     }
     // Before anything is built from it: the sizes come from the file.
     manifest
@@ -252,6 +262,36 @@ mod tests {
             e,
             "checkpoint evil.mpk: invalid model configuration: text.vocab_size 1099511627776 is out of bounds (1..=1048576)"
         );
+    }
+
+    /// A flipped byte anywhere is caught by the checksum trailer; a file cut short loses it;
+    /// a format 1 file (written before the trailer) still loads without one.
+    #[test]
+    fn damage_is_caught_and_format_1_files_still_load() {
+        let device = Default::default();
+        let config = tiny();
+        let model = config.init_inference::<NdArray>(&device);
+        let bytes = model_to_bytes(model, &config, None, Precision::Half).unwrap();
+        let load = |b: Vec<u8>| model_from_bytes::<NdArray>(b, "m.mpk", &device);
+        for at in [10, bytes.len() / 2, bytes.len() - 20] {
+            let mut damaged = bytes.clone();
+            damaged[at] ^= 0x04;
+            let e = load(damaged).err().unwrap().to_string();
+            assert!(e.starts_with("checkpoint m.mpk: checksum mismatch"), "{e}");
+        }
+        let unsealed = bytes[..bytes.len() - checksum::TRAILER_LEN].to_vec();
+        let e = load(unsealed.clone()).err().unwrap().to_string();
+        assert_eq!(
+            e,
+            "checkpoint m.mpk: its checksum trailer is missing: the file is truncated or damaged"
+        );
+        let mut old = unsealed;
+        // The manifest is a MessagePack string holding the JSON as it is.
+        let key = b"\"format\":2";
+        let at = old.windows(key.len()).position(|w| w == key).unwrap();
+        old[at + key.len() - 1] = b'1';
+        let (_, manifest) = load(old).unwrap();
+        assert_eq!(manifest.format, 1);
     }
 
     #[test]

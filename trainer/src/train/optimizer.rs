@@ -12,7 +12,9 @@ use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer as _};
 use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
-use ovseg_model::OvSegmentor;
+use ovseg_model::{checksum, OvSegmentor};
+
+use super::checkpoint::OPTIMIZER_FILE;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdamWSettings {
@@ -122,12 +124,17 @@ impl<B: AutodiffBackend> Optimizer<B> {
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::new();
         let record = (self.decayed.to_record(), self.not_decayed.to_record());
-        recorder
+        let mut bytes = recorder
             .record(record, ())
-            .context("cannot serialise the optimizer state")
+            .context("cannot serialise the optimizer state")?;
+        checksum::seal(&mut bytes);
+        Ok(bytes)
     }
 
+    /// Reads [`Self::to_bytes`] output (checkpoints from before the checksum trailer too).
     pub fn load_bytes(mut self, bytes: Vec<u8>, device: &B::Device) -> Result<Self> {
+        let mut bytes = bytes;
+        checksum::open(&mut bytes, OPTIMIZER_FILE)?;
         let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::new();
         let (decayed, not_decayed) = recorder
             .load(bytes, device)
