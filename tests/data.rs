@@ -475,6 +475,36 @@ fn shard_index_counts_what_the_entity_filter_keeps() {
     assert_eq!((s.empty_caption, s.no_entity, s.unpaired), (1, 1, 1));
 }
 
+/// A truncated shard is skipped and counted (its pairs before the damage kept), the others are
+/// indexed; when every shard is damaged, indexing is an error naming one.
+#[test]
+fn shard_index_skips_and_counts_damaged_shards() {
+    let dir = scratch("data-shard-index-damaged");
+    let good = dir.join("00000.tar");
+    write_shard(&good);
+    let bytes = std::fs::read(&good).unwrap();
+    // Cut inside the third picture's data: the first two pairs come before the damage.
+    let cut = dir.join("00001.tar");
+    std::fs::write(&cut, &bytes[..3 * 512 + 2 * 1024 + 1024 + 300]).unwrap();
+    let progress = indicatif::ProgressBar::hidden();
+    let build = |shards: &[std::path::PathBuf]| {
+        ovseg_trainer::data::index::build_shard_index(shards, &progress)
+    };
+    let whole = build(std::slice::from_ref(&good)).unwrap();
+    let index = build(&[good.clone(), cut.clone()]).unwrap();
+    assert_eq!(index.skipped.damaged_shards, 1);
+    let from_cut = index.samples.len() - whole.samples.len();
+    assert!(from_cut < whole.samples.len(), "{from_cut} pairs from the cut shard");
+    assert!(index.samples[whole.samples.len()..]
+        .iter()
+        .all(|s| s.filename.starts_with("00001.tar/")));
+    let e = format!("{:#}", build(std::slice::from_ref(&cut)).unwrap_err());
+    assert!(
+        e.starts_with("all 1 shards are damaged: shard ") && e.contains("00001.tar is damaged"),
+        "{e}"
+    );
+}
+
 #[test]
 fn meta_source_reads_a_current_index_and_rebuilds_a_stale_one() {
     let dir = scratch("data-meta-index");

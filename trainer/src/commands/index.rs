@@ -73,14 +73,15 @@ pub fn run(args: Args) -> Result<()> {
     }
     write_atomically(&out, serde_json::to_string(&index)?.as_bytes())?;
     println!(
-        "indexed {} pairs with {} entities into {} (skipped: {} invalid lines, {} empty captions, {} without an entity, {} unpaired shard members)",
+        "indexed {} pairs with {} entities into {} (skipped: {} invalid lines, {} empty captions, {} without an entity, {} unpaired shard members, {} damaged shards)",
         index.samples.len(),
         index.by_entity.len(),
         out.display(),
         s.invalid_lines,
         s.empty_caption,
         s.no_entity,
-        s.unpaired
+        s.unpaired,
+        s.damaged_shards
     );
     if let Some(released) = &index.released {
         println!(

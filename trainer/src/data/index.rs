@@ -36,6 +36,9 @@ pub struct Skipped {
     /// Shards only: members without a picture or a caption beside them.
     #[serde(default)]
     pub unpaired: usize,
+    /// Shards only: shards that could not be read to the end (truncated, a corrupt header).
+    #[serde(default)]
+    pub damaged_shards: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,18 +155,28 @@ pub fn build_shard_index(shards: &[PathBuf], progress: &ProgressBar) -> Result<E
         skipped: Skipped::default(),
         released: None,
     };
+    let mut last_damage = None;
     for shard in shards {
         let mut unpaired = 0;
-        read_shard(shard, &mut unpaired, |pair| {
+        let read = read_shard(shard, &mut unpaired, |pair| {
             if pair.caption.trim().is_empty() {
                 index.skipped.empty_caption += 1;
             } else {
                 index.add(&vocab, pair.name, pair.caption.trim().to_string());
             }
             true
-        })?;
+        });
+        if let Err(e) = read {
+            // Training skips such a shard the same way (and keeps the pairs before the damage).
+            progress.suspend(|| tracing::warn!("{e:#}; its pairs after the damage are skipped"));
+            index.skipped.damaged_shards += 1;
+            last_damage = Some(e);
+        }
         index.skipped.unpaired += unpaired;
         progress.inc(1);
+    }
+    if let Some(e) = last_damage.filter(|_| index.skipped.damaged_shards == shards.len()) {
+        return Err(e.context(format!("all {} shards are damaged", shards.len())));
     }
     Ok(index)
 }
