@@ -281,81 +281,14 @@ fn read_metrics(dir: &PathBuf) -> Vec<serde_json::Value> {
 
 #[test]
 fn two_devices_with_batch_b_equal_one_device_with_batch_2b() {
-    {
-        let stage = 1u8;
-        let initial = initial_model(stage == 2);
-        let one = scratch(&format!("one-device-{stage}"));
-        let two = scratch(&format!("two-devices-{stage}"));
-        run(
-            &one,
-            train_config(stage, 4, 2),
-            1,
-            4,
-            initial.clone(),
-            false,
-        );
-        run(
-            &two,
-            train_config(stage, 2, 2),
-            2,
-            4,
-            initial.clone(),
-            false,
-        );
-        let (m1, m2) = (read_metrics(&one), read_metrics(&two));
-        assert_eq!(m1.len(), 2);
-        assert_eq!(m2.len(), 2);
-        for (a, b) in m1.iter().zip(&m2) {
-            for key in ["matching", "entity", "total", "grad_norm"] {
-                let (x, y) = (a[key].as_f64().unwrap(), b[key].as_f64().unwrap());
-                assert!(
-                    (x - y).abs() <= 1e-4 * x.abs().max(1.0),
-                    "stage {stage} step {}: {key} {x} (1 device) vs {y} (2 devices)",
-                    a["step"]
-                );
-            }
-        }
-        // Every parameter tensor moved the same way: the difference between the two runs is
-        // a small fraction of the update itself.
-        let load = |p: &PathBuf| {
-            let bytes = std::fs::read(p).unwrap();
-            collect(
-                &model_from_bytes::<Flex>(bytes, "run", &Default::default())
-                    .unwrap()
-                    .0,
-            )
-        };
-        let (a, b) = (load(&one.join("model.mpk")), load(&two.join("model.mpk")));
-        let start = collect(
-            &model_from_bytes::<Flex>(initial.clone(), "initial", &Default::default())
-                .unwrap()
-                .0,
-        );
-        let norm = |x: &[f32], y: &[f32]| -> f32 {
-            x.iter()
-                .zip(y)
-                .map(|(p, q)| (p - q).powi(2))
-                .sum::<f32>()
-                .sqrt()
-        };
-        let mut moved = 0;
-        for (i, ((x, y), s)) in a.iter().zip(&b).zip(&start).enumerate() {
-            let (difference, update) = (norm(x, y), norm(x, s));
-            moved += usize::from(update > 0.0);
-            assert!(
-                difference <= 1e-2 * update + 1e-5,
-                "stage {stage}, parameter {i} ({} values): runs differ by {difference}, update {update}",
-                x.len()
-            );
-        }
-        assert!(
-            moved > a.len() / 2,
-            "training moved most parameters ({moved} of {})",
-            a.len()
-        );
-        std::fs::remove_dir_all(&one).ok();
-        std::fs::remove_dir_all(&two).ok();
-    }
+    let initial = initial_model(false);
+    let (one, two) = (scratch("one-device-1"), scratch("two-devices-1"));
+    run(&one, train_config(1, 4, 2), 1, 4, initial.clone(), false);
+    run(&two, train_config(1, 2, 2), 2, 4, initial.clone(), false);
+    assert_eq!(read_metrics(&one).len(), 2);
+    assert_same_training(&one, &two, &initial, "1 device x 4 vs 2 devices x 2");
+    std::fs::remove_dir_all(&one).ok();
+    std::fs::remove_dir_all(&two).ok();
 }
 
 #[test]
@@ -655,17 +588,23 @@ fn stage_two_freezes_text_moves_momentum_and_resumes_exactly() {
 /// Asserts that runs `a` and `b` (from `initial`) logged the same losses and ended with the same
 /// weights up to float summation order. They add the same numbers in other orders (one backward
 /// over the whole batch against an all-reduce mean of two; SyncBatchNorm sums per device, then
-/// across): f32 rounding, about 1e-7 of a value, grown over a few AdamW steps. Hence 1e-4 of each
-/// logged value and 1 % of each parameter tensor's update; a different draw (one Gumbel choice,
-/// one dropped branch) moves the losses by far more (checked in the first test that uses this).
+/// across; the matrix kernel blocks its sums by the machine's cache sizes): f32 rounding, about
+/// 1e-7 of a value. Up to the first update that is all, hence 1e-5 of each value logged at step 1.
+/// After it AdamW grows the difference: it divides each gradient by its own running size, so a
+/// gradient that nearly cancels moves its parameter by up to the learning rate in a direction the
+/// rounding picks. Measured on two machines: 1e-7 at step 1, 2e-5 at step 2, 8e-5 to 5e-4 at
+/// step 3, hence 2e-3 from step 2 on and 1 % of each parameter tensor's update at the end. A
+/// different draw (one Gumbel choice, one dropped branch) moves the first step's loss by far more
+/// (checked in the first test that uses this).
 fn assert_same_training(a: &PathBuf, b: &PathBuf, initial: &[u8], what: &str) {
     let (m1, m2) = (read_metrics(a), read_metrics(b));
     assert_eq!(m1.len(), m2.len(), "{what}");
     for (x, y) in m1.iter().zip(&m2) {
+        let tolerance = if x["step"] == 1 { 1e-5 } else { 2e-3 };
         for key in ["matching", "entity", "total", "grad_norm"] {
             let (p, q) = (x[key].as_f64().unwrap(), y[key].as_f64().unwrap());
             assert!(
-                (p - q).abs() <= 1e-4 * p.abs().max(1.0),
+                (p - q).abs() <= tolerance * p.abs().max(1.0),
                 "{what}, step {}: {key} {p} vs {q}",
                 x["step"]
             );
@@ -831,8 +770,9 @@ fn accumulated_micro_batches_draw_and_differentiate_per_sample_terms_like_the_wh
     );
     assert_eq!(a.len(), b.len());
     // Rounding follows the size of the terms summed, not of the result: a parameter whose
-    // gradient nearly cancels (largest value 1e-7 where others reach 1e-2) is held to 1e-4 of
-    // one thousandth of the largest gradient of all.
+    // gradient nearly cancels (largest value 1e-6 where others reach 10) is held to 1e-4 of one
+    // hundredth of the largest gradient of all, 1e-6 of it (measured: 7e-8 and 1.6e-7 of it on
+    // two machines).
     let top = a
         .iter()
         .flatten()
@@ -845,7 +785,7 @@ fn accumulated_micro_batches_draw_and_differentiate_per_sample_terms_like_the_wh
             continue;
         };
         let own = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let largest = own.max(1e-3 * top);
+        let largest = own.max(1e-2 * top);
         let difference = x
             .iter()
             .zip(y)
@@ -854,7 +794,7 @@ fn accumulated_micro_batches_draw_and_differentiate_per_sample_terms_like_the_wh
             difference <= 1e-4 * largest + 1e-9,
             "parameter {i}: {difference} of {largest}"
         );
-        compared += usize::from(own > 1e-3 * top);
+        compared += usize::from(own > 1e-2 * top);
     }
     assert!(
         compared > a.len() / 2,
