@@ -1,7 +1,8 @@
-//! Caption entities (SPEC section 4): words of the 100-word entity vocabulary, found after
-//! stripping possessives, lower-casing and reducing plurals to the vocabulary's singular, then
-//! mapped through the synonyms onto the 73 entity classes. From them: the question (entity
-//! words replaced by [`MASK_PLACEHOLDER`]) and the answer (a template prefix and the entities).
+//! Caption entities (docs/architecture.md, "Training"): words of the 100-word entity vocabulary,
+//! found after stripping possessives, lower-casing and reducing plurals to the vocabulary's
+//! singular, then mapped through the synonyms onto the 73 entity classes. From them: the question
+//! (entity words replaced by [`MASK_PLACEHOLDER`]) and the answer (a template prefix and the
+//! entities).
 
 use std::collections::HashMap;
 

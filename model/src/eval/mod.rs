@@ -1,5 +1,5 @@
-//! Evaluation arithmetic shared by every front end (SPEC section 7): mIoU accumulated over a
-//! dataset, pixel and mean accuracy, and zero-shot classification accuracy.
+//! Evaluation arithmetic shared by every front end (docs/cli.md, "ovseg eval"): mIoU accumulated
+//! over a dataset, pixel and mean accuracy, and zero-shot classification accuracy.
 
 mod classification;
 mod metrics;

@@ -3,9 +3,9 @@ use burn::prelude::*;
 
 use crate::nn::{CrossBlockPost, CrossBlockPostConfig, TransformerBlock, TransformerBlockConfig};
 
-/// One block of `multimodal_groupingblock` (masked entity completion, SPEC section 4): the
-/// question tokens attend to the visual segments (post-norm cross block), then a pre-norm
-/// self-attention block runs over them (padding included, as in the reference); the answer
+/// One block of `multimodal_groupingblock` (masked entity completion, docs/architecture.md,
+/// "Training"): the question tokens attend to the visual segments (post-norm cross block), then a
+/// pre-norm self-attention block runs over them (padding included, as in the reference); the answer
 /// vector is the first token.
 #[derive(Config, Debug)]
 pub struct MultimodalBlockConfig {

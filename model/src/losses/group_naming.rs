@@ -4,9 +4,10 @@ use crate::model::normalize;
 
 /// Group naming, an ovseg addition (not in the paper, off in its recipes): every entity class a
 /// caption names must be matched by one of its picture's groups better than the batch's other
-/// classes match any group. This is what zero-shot segmentation reads (SPEC section 6 names
-/// each group by its projected embedding against the class prompts); the paper's losses only
-/// train the groups through their mean (matching) and the multimodal block (masked entity).
+/// classes match any group. This is what zero-shot segmentation reads (docs/architecture.md,
+/// "Inference" names each group by its projected embedding against the class prompts); the paper's
+/// losses only train the groups through their mean (matching) and the multimodal block (masked
+/// entity).
 ///
 /// `groups` [B, G, D] projected segment tokens, `prompts` [C, D] the projected text embeddings
 /// of "a photo of a {class}." for the C classes of the batch, `positives` [B, C] 1 where the

@@ -6,7 +6,7 @@ use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use super::min_cost_assignment;
 use crate::model::normalize;
 
-/// What the cross-image mask-consistency loss reads (SPEC section 4).
+/// What the cross-image mask-consistency loss reads (docs/architecture.md, "Training").
 pub struct MaskLossInputs<B: Backend> {
     /// q of the online encoder's grouping block on the image: [B, G, C].
     pub q_online: Tensor<B, 3>,

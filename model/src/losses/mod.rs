@@ -1,5 +1,5 @@
-//! The three training losses (SPEC section 4), ovseg's optional group naming, and the
-//! training-step forward that combines them.
+//! The three training losses (docs/architecture.md, "Training"), ovseg's optional group naming, and
+//! the training-step forward that combines them.
 
 mod contrastive;
 mod group_naming;

@@ -5,8 +5,9 @@ use crate::error::OvsegError;
 use crate::model::{normalize, OvSegmentor};
 use crate::text::TextTokenizer;
 
-/// Turns class names into the [K, output_dim] normalised text classifier of SPEC 6.1:
-/// every prompt through the text encoder and projector, mean over templates, L2-normalise.
+/// Turns class names into the [K, output_dim] normalised text classifier of docs/architecture.md,
+/// "Inference", step 1: every prompt through the text encoder and projector, mean over templates,
+/// L2-normalise.
 pub struct ClassEmbedder<'a> {
     pub tokenizer: &'a TextTokenizer,
     pub templates: TemplateSet,

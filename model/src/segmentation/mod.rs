@@ -1,5 +1,6 @@
-//! Zero-shot segmentation (SPEC section 6): prompt-ensembled class embeddings, short side 448,
-//! 448/224 sliding window, group-to-class affinity with the top-5 filter and background rule.
+//! Zero-shot segmentation (docs/architecture.md, "Inference"): prompt-ensembled class embeddings,
+//! short side 448, 448/224 sliding window, group-to-class affinity with the top-5 filter and
+//! background rule.
 
 mod classes;
 mod labels;

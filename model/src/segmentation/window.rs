@@ -48,8 +48,8 @@ impl SegmentOptions {
 /// Result of segmenting one picture.
 #[derive(Debug, Clone)]
 pub struct Segmentation<B: Backend> {
-    /// [K (+1), h, w] at the working size (SPEC 6.3 before the resize back to the picture).
-    /// Channel 0 is the background when there is one.
+    /// [K (+1), h, w] at the working size (docs/architecture.md, "Inference", step 4 before the
+    /// resize back to the picture). Channel 0 is the background when there is one.
     pub working_logits: Tensor<B, 3>,
     /// [H, W] label indices at the picture's size.
     pub labels: Tensor<B, 2, Int>,
@@ -91,7 +91,8 @@ fn bilinear() -> InterpolateOptions {
 }
 
 impl<B: Backend> OvSegmentor<B> {
-    /// SPEC 6.2 a-d for a batch of windows [W, 3, h, w] and the classifier [K, D].
+    /// docs/architecture.md, "Inference", step 3, for a batch of windows [W, 3, h, w] and the
+    /// classifier [K, D].
     pub fn window_logits(
         &self,
         windows: Tensor<B, 4>,
@@ -164,8 +165,9 @@ impl<B: Backend> OvSegmentor<B> {
         SegmentOptions::default().with_window(window.unwrap_or(self.img_encoder.segment_window))
     }
 
-    /// SPEC 6.2-6.3 on a normalised picture [1, 3, H, W] at working size: the window logits
-    /// summed over the 448/224 slide and divided by the per-pixel window count. [K (+1), H, W].
+    /// docs/architecture.md, "Inference", steps 3-4 on a normalised picture [1, 3, H, W] at working
+    /// size: the window logits summed over the 448/224 slide and divided by the per-pixel window
+    /// count. [K (+1), H, W].
     ///
     /// A side below one patch (a 1x5000 picture is 1x2048 at working size) leaves the patch
     /// embedding nothing to cover: the reference's Conv2d refuses such an input and burn's
@@ -235,7 +237,8 @@ impl<B: Backend> OvSegmentor<B> {
     }
 
     /// Segments a decoded picture end to end: resize to the working size, slide, resize the
-    /// logits back to the picture's size, argmax (SPEC 6.2-6.3), every picture size from 1x1 up.
+    /// logits back to the picture's size, argmax (docs/architecture.md, "Inference", steps 3-4),
+    /// every picture size from 1x1 up.
     ///
     /// Memory beyond the model's: the working-size logits, (K + 1) x h x w floats with h x w at
     /// most `short_side` x `max_long_side`, and about `4 x ARGMAX_CHANNELS + 40` bytes a picture
@@ -266,7 +269,8 @@ impl<B: Backend> OvSegmentor<B> {
 /// Channels [`upsampled_argmax`] resizes to the picture's size at a time.
 const ARGMAX_CHANNELS: usize = 8;
 
-/// `logits` [C, h, w] bilinearly resized to [C, height, width] (align_corners false, SPEC 6.3).
+/// `logits` [C, h, w] bilinearly resized to [C, height, width] (align_corners false,
+/// docs/architecture.md, "Inference", step 4).
 fn resize_logits<B: Backend>(logits: Tensor<B, 3>, height: usize, width: usize) -> Tensor<B, 3> {
     let [_, h, w] = logits.dims();
     if (h, w) == (height, width) {

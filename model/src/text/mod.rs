@@ -1,5 +1,6 @@
-//! The text encoder (SPEC section 2), BERT or RoBERTa as the configuration's `model_type` says,
-//! and the tokenizer that feeds it (WordPiece or byte-level BPE, read from `tokenizer.json`).
+//! The text encoder (docs/architecture.md, "The text encoder"), BERT or RoBERTa as the
+//! configuration's `model_type` says, and the tokenizer that feeds it (WordPiece or byte-level BPE,
+//! read from `tokenizer.json`).
 
 mod bert;
 pub mod roberta;

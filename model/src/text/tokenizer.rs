@@ -18,7 +18,7 @@ pub const BERT_BASE_UNCASED_JSON: &str =
     include_str!("../../assets/bert-base-uncased-tokenizer.json");
 
 /// A HuggingFace `tokenizer.json` (BERT's WordPiece or RoBERTa's byte-level BPE), padding as
-/// SPEC section 2 says, with its special tokens read from the file.
+/// docs/architecture.md, "The text encoder" says, with its special tokens read from the file.
 #[derive(Clone)]
 pub struct TextTokenizer {
     /// Configured once for each padding rule, so encoding never reconfigures or clones.

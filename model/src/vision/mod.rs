@@ -1,4 +1,4 @@
-//! GroupViT image encoder (SPEC section 1).
+//! GroupViT image encoder (docs/architecture.md, "The image encoder").
 
 mod assign;
 mod group_vit;

@@ -1,4 +1,4 @@
-//! The benchmarks' folder layouts (SPEC section 7) as lists of (picture, label) pairs.
+//! The benchmarks' folder layouts (docs/cli.md, "ovseg eval") as lists of (picture, label) pairs.
 
 use std::path::{Path, PathBuf};
 

@@ -1,4 +1,5 @@
-//! The mIoU loop: every picture segmented as SPEC section 6 says, scored as section 7 says.
+//! The mIoU loop: every picture segmented as docs/architecture.md, "Inference" says, scored as
+//! docs/cli.md, "ovseg eval", says.
 //! `ovseg eval` and training's periodic evaluation both call [`evaluate`].
 
 use std::collections::BTreeMap;

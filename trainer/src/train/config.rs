@@ -1,5 +1,5 @@
 //! A training run's settings, as a JSON file (`ovseg train --config`) or a named preset with
-//! the paper's values (SPEC section 5).
+//! the paper's values (docs/training.md, "Recipes").
 
 use std::path::{Path, PathBuf};
 
