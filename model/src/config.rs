@@ -58,7 +58,7 @@ pub const MAX_TENSOR_VALUES: u64 = 1 << 28;
 /// ViT-L + BERT-large with training heads is about 0.7 G.
 pub const MAX_PARAMETERS: u64 = 4_000_000_000;
 
-/// GroupViT image encoder (SPEC section 1).
+/// GroupViT image encoder (docs/architecture.md, "The image encoder").
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ImageConfig {
     #[serde(default = "defaults::img_size")]
@@ -106,8 +106,8 @@ impl TextModelType {
     }
 }
 
-/// The text encoder (SPEC section 2): a HuggingFace BERT or RoBERTa `config.json` read as it
-/// is (unknown fields ignored; a missing `model_type` is BERT).
+/// The text encoder (docs/architecture.md, "The text encoder"): a HuggingFace BERT or RoBERTa
+/// `config.json` read as it is (unknown fields ignored; a missing `model_type` is BERT).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TextConfig {
     #[serde(default)]
@@ -212,11 +212,6 @@ impl ImageConfig {
     /// Patches per side of the training resolution.
     pub fn grid(&self) -> usize {
         self.img_size / self.patch_size
-    }
-
-    /// Segment tokens the encoder outputs.
-    pub fn num_segments(&self) -> usize {
-        self.num_output_groups[0]
     }
 }
 

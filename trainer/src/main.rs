@@ -3,6 +3,7 @@
 mod backend;
 mod commands;
 mod eval;
+mod files;
 mod model_io;
 mod overlay;
 mod synth;

@@ -12,6 +12,7 @@ use ovseg_model::{OvSegmentor, OvsegConfig};
 use burn::prelude::Backend;
 
 use crate::backend::Cpu;
+use crate::files::write_atomically;
 
 /// File names of the two parts `ovseg export-web` writes.
 pub const IMAGE_PACK: &str = "image.ovsegpack";
@@ -217,23 +218,6 @@ pub fn save_model(
     Ok(())
 }
 
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,7 +231,9 @@ mod tests {
         check_finite(&model, Path::new("m.ovseg")).unwrap();
         let scale = model.logit_scale.val();
         model.logit_scale = Param::from_tensor(scale.clone().div(scale.zeros_like()));
-        let err = check_finite(&model, Path::new("m.ovseg")).unwrap_err().to_string();
+        let err = check_finite(&model, Path::new("m.ovseg"))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.starts_with("m.ovseg: parameter logit_scale holds 1 non-finite"),
             "{err}"

@@ -114,18 +114,6 @@ impl IouAccumulator {
         out
     }
 
-    pub fn merge(&mut self, other: &Self) {
-        for (a, b) in [
-            (&mut self.intersect, &other.intersect),
-            (&mut self.pred_area, &other.pred_area),
-            (&mut self.label_area, &other.label_area),
-        ] {
-            for (x, y) in a.iter_mut().zip(b) {
-                *x += y;
-            }
-        }
-    }
-
     pub fn scores(&self) -> SegmentationScores {
         let ratio = |a: u64, b: u64| {
             if b == 0 {

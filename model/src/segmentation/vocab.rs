@@ -59,6 +59,7 @@ impl DatasetVocab {
 
 /// Which prompt templates to ensemble per class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum TemplateSet {
     /// "a photo of a {}."
     #[default]

@@ -62,7 +62,7 @@ fn measure_train<B: Backend>(
     repeats: usize,
     device: B::Device,
 ) -> Result<(f64, Option<f64>)> {
-    super::train_bench::measure::<B>(config, batch, stage_two, repeats, device)
+    crate::train::bench::measure::<B>(config, batch, stage_two, repeats, device)
 }
 
 /// The 20 PASCAL VOC classes: encoding them is what every segmentation starts with.

@@ -10,7 +10,7 @@ use crate::eval::baseline::evaluate_baseline;
 use crate::eval::datasets::{read_class_list, Dataset, Layout};
 use crate::eval::imagenet::{classify, read_val_list};
 use crate::eval::run::{evaluate, EvalOptions};
-use crate::model_io::write_atomically;
+use crate::files::write_atomically;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Benchmark {
@@ -49,8 +49,8 @@ pub struct Args {
     #[arg(long)]
     bg_thresh: Option<f64>,
     /// Prompt templates ensembled per class (default: simple for segmentation, full for ImageNet).
-    #[arg(long, value_parser = ["simple", "subset", "full", "identity"])]
-    template: Option<String>,
+    #[arg(long, value_enum)]
+    template: Option<TemplateSet>,
     /// ImageNet: the label file, `<image>,<class index>` per line (default ROOT/val.csv).
     #[arg(long)]
     labels_file: Option<PathBuf>,
@@ -99,7 +99,7 @@ fn run_on<B: Backend>(args: &Args, device: B::Device) -> Result<()> {
                 names.len(),
             )?;
             let list = &list[..args.limit.unwrap_or(usize::MAX).min(list.len())];
-            let template = TemplateSet::parse(args.template.as_deref().unwrap_or("full"))?;
+            let template = args.template.unwrap_or(TemplateSet::Full);
             let (model, tokenizer) = args.model.load::<B>(&device)?;
             let progress = bar();
             let report = classify(
@@ -119,7 +119,7 @@ fn run_on<B: Backend>(args: &Args, device: B::Device) -> Result<()> {
     let dataset = Dataset::open(layout, &args.root, classes, args.bg_thresh)?;
     let (model, tokenizer) = args.model.load::<B>(&device)?;
     let options = EvalOptions {
-        template: TemplateSet::parse(args.template.as_deref().unwrap_or("simple"))?,
+        template: args.template.unwrap_or(TemplateSet::Simple),
         limit: args.limit,
         save_pred: args.save_pred.clone(),
         window: args.model.window,

@@ -14,7 +14,8 @@ use ovseg_model::segmentation::{ClassEmbedder, TemplateSet, Vocab};
 use serde_json::json;
 
 use crate::backend::Cpu;
-use crate::model_io::{load_model, write_atomically, IMAGE_PACK, TEXT_PACK};
+use crate::files::write_atomically;
+use crate::model_io::{load_model, IMAGE_PACK, TEXT_PACK};
 
 /// The vocabularies whose class embeddings are precomputed (keys of `vocab.json` datasets).
 pub const PRESETS: [&str; 4] = ["voc", "context", "coco_object", "ade20k"];
@@ -47,8 +48,8 @@ pub struct Args {
     #[arg(long = "labels")]
     labels: Vec<String>,
     /// Prompt templates of the precomputed class embeddings.
-    #[arg(long, default_value = "simple", value_parser = ["simple", "subset", "full", "identity"])]
-    template: String,
+    #[arg(long, value_enum, default_value_t)]
+    template: TemplateSet,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -60,7 +61,7 @@ pub fn run(args: Args) -> Result<()> {
         &device,
     )?;
     let (model, config, tokenizer) = (loaded.model, loaded.config, loaded.tokenizer);
-    let template = TemplateSet::parse(&args.template)?;
+    let template = args.template;
     let model = model.into_inference();
     let storage = Storage::parse(&args.precision)?;
     let image_pack = write_pack(&model, &config, Part::Image, storage, None)?;

@@ -5,7 +5,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::data::index::{build_index, build_shard_index};
 use crate::data::Source;
-use crate::model_io::write_atomically;
+use crate::files::write_atomically;
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -7,7 +7,6 @@ pub mod orchestrator;
 pub mod segment;
 pub mod synth;
 pub mod train;
-pub mod train_bench;
 
 use std::path::PathBuf;
 

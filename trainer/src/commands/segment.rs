@@ -6,8 +6,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ovseg_model::segmentation::{parse_labels, ClassEmbedder, SegmentOptions, TemplateSet};
 use ovseg_model::share::{Shared, SharedPicture};
 
+use crate::files::write_atomically;
 use crate::image_io::{expand_inputs, read_image, write_mask};
-use crate::model_io::write_atomically;
 use crate::overlay::render_overlay;
 
 /// More labels than this is almost certainly a mistake (ADE20K, the largest benchmark, has 150).
@@ -24,8 +24,8 @@ pub struct Args {
     #[arg(long)]
     labels: String,
     /// Prompt templates ensembled per label.
-    #[arg(long, default_value = "simple", value_parser = ["simple", "subset", "full", "identity"])]
-    template: String,
+    #[arg(long, value_enum, default_value_t)]
+    template: TemplateSet,
     /// No background class: every pixel gets one of the labels.
     #[arg(long)]
     no_background: bool,
@@ -88,7 +88,7 @@ fn run_on<B: Backend>(args: &Args, device: B::Device) -> Result<()> {
     }
 
     let (model, tokenizer) = args.model.load::<B>(&device)?;
-    let template = TemplateSet::parse(&args.template)?;
+    let template = args.template;
     // The words are encoded once for every picture of the run.
     let classes = ClassEmbedder::new(&tokenizer, template).embed(&model, &labels, &device)?;
     let background = !args.no_background;
@@ -219,7 +219,7 @@ fn segment_one<B: Backend>(
             },
             background,
             bg_thresh: args.bg_thresh,
-            template: args.template.clone(),
+            template: args.template.name().to_string(),
             model: args.share_model_url.clone().unwrap_or_default(),
             width: w,
             height: h,

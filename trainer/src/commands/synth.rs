@@ -7,7 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde_json::{json, Value};
 
-use crate::model_io::write_atomically;
+use crate::files::write_atomically;
 use crate::synth::{self, Kind, Split, GENERATOR_VERSION};
 
 #[derive(clap::Args)]

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::config::TrainConfig;
-use crate::model_io::write_atomically;
+use crate::files::{rename, sync_folder, write_atomically, write_synced};
 
 pub const MODEL_FILE: &str = "model.mpk";
 pub const OPTIMIZER_FILE: &str = "optimizer.mpk";
@@ -210,34 +210,8 @@ impl Checkpoint {
     }
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let mut file =
-        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    file.write_all(bytes)
-        .and_then(|_| file.sync_all())
-        .with_context(|| format!("cannot write {}", path.display()))
-}
-
-fn rename(from: &Path, to: &Path) -> Result<()> {
-    std::fs::rename(from, to)
-        .with_context(|| format!("cannot move {} to {}", from.display(), to.display()))
-}
-
 fn remove(path: &Path) -> Result<()> {
     std::fs::remove_dir_all(path).with_context(|| format!("cannot remove {}", path.display()))
-}
-
-/// Makes the folder's renames durable (a no-op where folders cannot be opened, as on Windows).
-fn sync_folder(dir: &Path) -> Result<()> {
-    match std::fs::File::open(dir) {
-        Ok(folder) => folder
-            .sync_all()
-            .or_else(|e| if cfg!(windows) { Ok(()) } else { Err(e) })
-            .with_context(|| format!("cannot sync {}", dir.display())),
-        Err(_) if cfg!(windows) => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("cannot open {}", dir.display())),
-    }
 }
 
 #[cfg(test)]

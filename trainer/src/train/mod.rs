@@ -1,5 +1,7 @@
-//! `ovseg train`: the paper's two-stage recipe (SPEC sections 4-5) on one or several devices.
+//! `ovseg train`: the paper's two-stage recipe (docs/training.md, "Recipes") on one or several
+//! devices.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod collective;
 pub mod config;

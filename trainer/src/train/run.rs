@@ -25,7 +25,7 @@ use super::config::TrainConfig;
 use super::replica::{
     freeze_for_stage, micro_batch_start, DeviceBatch, Replica, ReplicaSettings, StepValues,
 };
-use crate::model_io::write_atomically;
+use crate::files::write_atomically;
 
 /// Global batches (one optimizer step each) in a deterministic order, resumable at any batch.
 pub trait BatchSource {
