@@ -361,7 +361,11 @@ fn index_extracts_entities_and_reports_bad_lines() {
     let labels = dir.join("class_label.json");
     std::fs::write(&labels, r#"{"a.jpg": "49", "b.jpg": "49"}"#).unwrap();
     let list = dir.join("sample_list.json");
-    std::fs::write(&list, r#"{"49": [["b.jpg", "Two dogs"], ["z.jpg", "a dog"]]}"#).unwrap();
+    std::fs::write(
+        &list,
+        r#"{"49": [["b.jpg", "Two dogs"], ["z.jpg", "a dog"]]}"#,
+    )
+    .unwrap();
     let out = ovseg(&[
         "index",
         s(&meta),
@@ -371,7 +375,11 @@ fn index_extracts_entities_and_reports_bad_lines() {
         s(&list),
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("1 pairs without a class label"), "{stdout}");
     let index: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("meta.index.json")).unwrap())
@@ -390,7 +398,10 @@ fn index_extracts_entities_and_reports_bad_lines() {
     // One without the other is a usage error (clap's, with the usage line).
     let out = ovseg(&["index", s(&meta), "--class-labels", s(&labels)]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("--sample-list"), "{stderr}");
+    assert!(
+        !out.status.success() && stderr.contains("--sample-list"),
+        "{stderr}"
+    );
     std::fs::write(&labels, r#"{"a.jpg": "100"}"#).unwrap();
     let e = fails(&[
         "index",
@@ -400,7 +411,10 @@ fn index_extracts_entities_and_reports_bad_lines() {
         "--sample-list",
         s(&list),
     ]);
-    assert!(e.contains("class_label.json") && e.contains("\"100\""), "{e}");
+    assert!(
+        e.contains("class_label.json") && e.contains("\"100\""),
+        "{e}"
+    );
 }
 
 #[test]

@@ -494,7 +494,10 @@ fn shard_index_skips_and_counts_damaged_shards() {
     let index = build(&[good.clone(), cut.clone()]).unwrap();
     assert_eq!(index.skipped.damaged_shards, 1);
     let from_cut = index.samples.len() - whole.samples.len();
-    assert!(from_cut < whole.samples.len(), "{from_cut} pairs from the cut shard");
+    assert!(
+        from_cut < whole.samples.len(),
+        "{from_cut} pairs from the cut shard"
+    );
     assert!(index.samples[whole.samples.len()..]
         .iter()
         .all(|s| s.filename.starts_with("00001.tar/")));
@@ -594,7 +597,11 @@ fn released_sampling_files_choose_the_partners() {
             }
         }
     }
-    assert_eq!(seen, BTreeSet::from([2, 3, 4, 8]), "every listed partner is drawn");
+    assert_eq!(
+        seen,
+        BTreeSet::from([2, 3, 4, 8]),
+        "every listed partner is drawn"
+    );
 }
 
 /// An index built with the released files is not silently rebuilt without them.
@@ -603,7 +610,11 @@ fn a_stale_index_from_released_files_is_not_rebuilt_without_them() {
     let dir = scratch("data-released-stale");
     let (meta, images) = write_meta(&dir);
     std::fs::write(dir.join("class_label.json"), r#"{"img3.jpg": "48"}"#).unwrap();
-    std::fs::write(dir.join("sample_list.json"), r#"{"48": [["img3.jpg", "a cat"]]}"#).unwrap();
+    std::fs::write(
+        dir.join("sample_list.json"),
+        r#"{"48": [["img3.jpg", "a cat"]]}"#,
+    )
+    .unwrap();
     let mut index =
         ovseg_trainer::data::index::build_index(&meta, &indicatif::ProgressBar::hidden()).unwrap();
     index

@@ -148,10 +148,15 @@ fn tiny() -> (OvsegConfig, ovseg_model::OvSegmentor<Flex>) {
 fn fuzz_sealed(name: &str, cases: u64, valid: &[u8], read: impl Fn(Vec<u8>)) {
     fuzz(name, cases, valid, &read);
     let unsealed = &valid[..valid.len() - checksum::TRAILER_LEN];
-    fuzz(&format!("{name}, sealed again"), cases, unsealed, |mut damaged| {
-        checksum::seal(&mut damaged);
-        read(damaged)
-    });
+    fuzz(
+        &format!("{name}, sealed again"),
+        cases,
+        unsealed,
+        |mut damaged| {
+            checksum::seal(&mut damaged);
+            read(damaged)
+        },
+    );
 }
 
 #[test]

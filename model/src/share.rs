@@ -212,7 +212,9 @@ impl Shared {
         let Some(body) = fragment.strip_prefix(PREFIX) else {
             if let Some(rest) = fragment.strip_prefix("ovseg") {
                 let version: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
-                let dotless = PREFIX.strip_suffix('.').and_then(|p| p.strip_prefix("ovseg"));
+                let dotless = PREFIX
+                    .strip_suffix('.')
+                    .and_then(|p| p.strip_prefix("ovseg"));
                 if Some(version.as_str()) == dotless {
                     return Err(ShareError::Corrupt(format!("'#{PREFIX}' lost its '.'")));
                 }
@@ -481,7 +483,9 @@ mod tests {
             ShareError::Version("2".into())
         );
         assert_eq!(
-            Shared::from_link("#ovseg1eJwLAAAA").unwrap_err().to_string(),
+            Shared::from_link("#ovseg1eJwLAAAA")
+                .unwrap_err()
+                .to_string(),
             "the link is damaged or truncated ('#ovseg1.' lost its '.')"
         );
     }
