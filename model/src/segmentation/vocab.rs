@@ -59,7 +59,6 @@ impl DatasetVocab {
 
 /// Which prompt templates to ensemble per class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum TemplateSet {
     /// "a photo of a {}."
     #[default]
@@ -73,6 +72,9 @@ pub enum TemplateSet {
 }
 
 impl TemplateSet {
+    pub const ALL: [Self; 4] = [Self::Simple, Self::Subset, Self::Full, Self::Identity];
+
+    /// The set's name on the command line, in share links and in `vocab.json`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Simple => "simple",
@@ -83,15 +85,16 @@ impl TemplateSet {
     }
 
     pub fn parse(name: &str) -> Result<Self, OvsegError> {
-        match name {
-            "simple" => Ok(Self::Simple),
-            "subset" => Ok(Self::Subset),
-            "full" => Ok(Self::Full),
-            "identity" => Ok(Self::Identity),
-            other => Err(OvsegError::Input(format!(
-                "unknown template set '{other}' (known: simple, subset, full, identity)"
-            ))),
-        }
+        Self::ALL
+            .into_iter()
+            .find(|set| set.name() == name)
+            .ok_or_else(|| {
+                let known: Vec<_> = Self::ALL.iter().map(|set| set.name()).collect();
+                OvsegError::Input(format!(
+                    "unknown template set '{name}' (known: {})",
+                    known.join(", ")
+                ))
+            })
     }
 
     pub fn templates(self) -> &'static [String] {
@@ -104,6 +107,18 @@ impl TemplateSet {
             .iter()
             .flat_map(|c| self.templates().iter().map(move |t| t.replace("{}", c)))
             .collect()
+    }
+}
+
+/// `--template`, with the names of [`TemplateSet::name`].
+#[cfg(feature = "clap")]
+impl clap::ValueEnum for TemplateSet {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Self::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.name()))
     }
 }
 
