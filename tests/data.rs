@@ -13,7 +13,7 @@ use image::{Rgb, RgbImage};
 use ovseg_model::data::entities::EntityVocab;
 use ovseg_model::segmentation::TemplateSet;
 use ovseg_trainer::data::augment::{MEAN, STD};
-use ovseg_trainer::data::{Batch, DataConfig, DataPosition, Loader, Source, Stage};
+use ovseg_trainer::data::{Batch, DataConfig, DataPosition, Loader, Share, Source, Stage};
 
 const SIZE: usize = 32;
 
@@ -425,6 +425,190 @@ fn shards_stream_deterministically_with_partners() {
         order(&a),
         order(&collect(&loader, 1, 0)),
         "the buffer shuffles per epoch"
+    );
+}
+
+/// Rows `rows` of `batch`, as a batch of their own.
+fn rows_of(batch: &Batch, rows: &[usize]) -> Batch {
+    let plane = 3 * SIZE * SIZE;
+    let pick = |v: &Vec<f32>| {
+        rows.iter()
+            .flat_map(|&r| v[r * plane..(r + 1) * plane].iter().copied())
+            .collect::<Vec<_>>()
+    };
+    let texts = |v: &Vec<String>| rows.iter().map(|&r| v[r].clone()).collect::<Vec<_>>();
+    Batch {
+        size: rows.len(),
+        image_size: batch.image_size,
+        images: pick(&batch.images),
+        captions: texts(&batch.captions),
+        questions: texts(&batch.questions),
+        answers: texts(&batch.answers),
+        entities: rows.iter().map(|&r| batch.entities[r].clone()).collect(),
+        partner_images: batch.partner_images.as_ref().map(pick),
+        partner_texts: batch.partner_texts.as_ref().map(texts),
+        position: batch.position,
+    }
+}
+
+fn shared(dir: &Path, stage: Stage, share: Share) -> Loader {
+    Loader::new(
+        Source::meta(&dir.join("meta.jsonl"), &dir.join("images")).unwrap(),
+        DataConfig {
+            share,
+            ..config(stage, 8)
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn machines_decode_only_their_rows_of_a_meta_file() {
+    // Two machines, one device each, two accumulation steps of 2 rows: each makes its rows of
+    // every global batch of 8, and they are the rows one machine with two devices makes, bit for
+    // bit (partners and the corrupt picture's stand-in, drawn from its micro-batch, included).
+    let dir = scratch("data-meta-shared");
+    write_meta(&dir);
+    let one_machine = Share {
+        devices: 2,
+        accumulation: 2,
+        ..Share::WHOLE
+    };
+    let machine = |node| Share {
+        node,
+        nodes: 2,
+        devices: 1,
+        accumulation: 2,
+    };
+    let mut met = [0, 0];
+    for stage in [Stage::One, Stage::Two] {
+        for epoch in 0..4 {
+            let whole = collect(&shared(&dir, stage, one_machine), epoch, 0);
+            assert_eq!(whole.len(), 1);
+            for node in 0..2 {
+                let loader = shared(&dir, stage, machine(node));
+                assert_eq!(loader.batches_per_epoch(), Some(1));
+                let part = collect(&loader, epoch, 0);
+                let expected: Vec<Batch> = whole
+                    .iter()
+                    .map(|b| rows_of(b, &machine(node).rows(8)))
+                    .collect();
+                assert_same(&part, &expected);
+                if stage == Stage::One {
+                    met[node] += loader.skipped().unreadable_images;
+                }
+            }
+        }
+    }
+    // The corrupt picture was in some epoch's batch, and only the machine whose rows held it
+    // tried to decode it: the other never read it.
+    let in_batch = (0..4)
+        .filter(|&epoch| {
+            let loader = shared(&dir, Stage::One, one_machine);
+            collect(&loader, epoch, 0);
+            loader.skipped().unreadable_images == 1
+        })
+        .count();
+    assert!(in_batch > 0);
+    assert_eq!(met[0] + met[1], in_batch, "{met:?}");
+}
+
+/// Shard `k` of `n` holds the usable pairs `i` with `i % n == k`.
+fn write_shards(dir: &Path, n: usize) -> PathBuf {
+    let shards = dir.join("dealt");
+    std::fs::create_dir_all(&shards).unwrap();
+    for k in 0..n {
+        let mut builder =
+            tar::Builder::new(std::fs::File::create(shards.join(format!("{k:05}.tar"))).unwrap());
+        for (i, caption) in CAPTIONS.iter().enumerate().take(CORRUPT) {
+            if i % n != k {
+                continue;
+            }
+            for (ext, bytes) in [
+                ("jpg", jpeg(&picture(i, 40, 30))),
+                ("txt", caption.as_bytes().to_vec()),
+            ] {
+                let mut header = tar::Header::new_gnu();
+                header.set_size(bytes.len() as u64);
+                header.set_mode(0o644);
+                header.set_cksum();
+                builder
+                    .append_data(&mut header, format!("{i:06}.{ext}"), &bytes[..])
+                    .unwrap();
+            }
+        }
+        builder.into_inner().unwrap();
+    }
+    shards
+}
+
+#[test]
+fn machines_read_their_own_shards_reshuffled_every_epoch() {
+    let dir = scratch("data-shards-shared");
+    let shards = write_shards(&dir, 4);
+    let loader = |node, nodes| {
+        let share = Share {
+            node,
+            nodes,
+            devices: 1,
+            accumulation: 1,
+        };
+        Loader::new(
+            Source::shards(std::slice::from_ref(&shards)).unwrap(),
+            DataConfig {
+                share,
+                ..config(Stage::One, nodes)
+            },
+        )
+        .unwrap()
+    };
+    // Which shards (pair index mod 4) each machine read in an epoch, and every pair it read.
+    let read = |node, epoch| {
+        let batches = collect(&loader(node, 2), epoch, 0);
+        assert!(batches.iter().all(|b| b.size == 1));
+        let pairs: Vec<usize> = batches
+            .iter()
+            .map(|b| caption_index(&b.captions[0]))
+            .collect();
+        let shards: BTreeSet<usize> = pairs.iter().map(|i| i % 4).collect();
+        (shards, pairs)
+    };
+    let mut splits = BTreeSet::new();
+    for epoch in 0..6 {
+        let (a, pairs_a) = read(0, epoch);
+        let (b, pairs_b) = read(1, epoch);
+        assert_eq!(
+            (a.len(), b.len()),
+            (2, 2),
+            "two shards each in epoch {epoch}"
+        );
+        assert!(a.is_disjoint(&b));
+        // Every usable pair once in the epoch, by one machine.
+        let mut all: Vec<usize> = pairs_a.iter().chain(&pairs_b).copied().collect();
+        all.sort();
+        assert_eq!(all, (0..CORRUPT).collect::<Vec<_>>());
+        splits.insert(a);
+    }
+    assert!(splits.len() > 1, "the deal changes between epochs");
+    // More machines than shards: one would have nothing to read.
+    let err = Loader::new(
+        Source::shards(std::slice::from_ref(&shards)).unwrap(),
+        DataConfig {
+            share: Share {
+                node: 0,
+                nodes: 5,
+                devices: 1,
+                accumulation: 1,
+            },
+            ..config(Stage::One, 5)
+        },
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains("4 shards cannot be shared among 5 machines"),
+        "{err}"
     );
 }
 

@@ -371,27 +371,33 @@ fn bad_training_input_is_a_one_line_error() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Shard `dir/NNNNN.tar` in img2dataset's layout (KEY.jpg beside KEY.txt) holding the pictures
+/// `pairs` of [`caption_dataset`], each captioned with its first kind.
+fn write_shard(dir: &Path, shard: usize, pairs: std::ops::Range<usize>) -> PathBuf {
+    let path = dir.join(format!("{shard:05}.tar"));
+    let mut tar = tar::Builder::new(std::fs::File::create(&path).unwrap());
+    for i in pairs {
+        let key = format!("{i:09}");
+        tar.append_path_with_name(dir.join(format!("images/{i:04}.jpg")), format!("{key}.jpg"))
+            .unwrap();
+        let caption = format!("a photo of a {}", KINDS[i % KINDS.len()].0);
+        let mut header = tar::Header::new_gnu();
+        header.set_size(caption.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, format!("{key}.txt"), caption.as_bytes())
+            .unwrap();
+    }
+    tar.finish().unwrap();
+    path
+}
+
 #[test]
 fn training_streams_webdataset_shards() {
     let dir = scratch("train-shards");
     caption_dataset(&dir, 16);
-    // img2dataset's layout: KEY.jpg beside KEY.txt, in tar shards.
     for shard in 0..2 {
-        let file = std::fs::File::create(dir.join(format!("{shard:05}.tar"))).unwrap();
-        let mut tar = tar::Builder::new(file);
-        for i in (shard * 8)..(shard * 8 + 8) {
-            let key = format!("{i:09}");
-            tar.append_path_with_name(dir.join(format!("images/{i:04}.jpg")), format!("{key}.jpg"))
-                .unwrap();
-            let caption = format!("a photo of a {}", KINDS[i % KINDS.len()].0);
-            let mut header = tar::Header::new_gnu();
-            header.set_size(caption.len() as u64);
-            header.set_mode(0o644);
-            header.set_cksum();
-            tar.append_data(&mut header, format!("{key}.txt"), caption.as_bytes())
-                .unwrap();
-        }
-        tar.finish().unwrap();
+        write_shard(&dir, shard, shard * 8..shard * 8 + 8);
     }
     let model = model_config(&dir);
     let run = dir.join("run");
@@ -434,23 +440,11 @@ impl Drop for Running {
     }
 }
 
-#[test]
-fn two_machines_train_as_two_devices_of_one_machine() {
-    // Several machines as a user starts them (docs/training.md, "Several GPUs, several machines"): the orchestrator and
-    // two `ovseg train --nodes 2` processes, here on 127.0.0.1. Each trains half of every batch
-    // and must match, step for step, one process with `--devices 2` (Gumbel noise off: in one
-    // process both devices draw from one generator, in two from two).
-    let dir = scratch("train-two-machines");
-    let meta = caption_dataset(&dir, 24);
-    let mut config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(model_config(&dir)).unwrap()).unwrap();
-    config["image"]["gumbel"] = false.into();
-    let model = dir.join("model-no-gumbel.json");
-    std::fs::write(&model, config.to_string()).unwrap();
-    let recipe = recipe(&dir, 1, 3);
-    let local = dir.join("two-devices");
-    ok_command(train_command(&local, &recipe, &meta, &model).args(["--devices", "2"]));
-
+/// Runs `ovseg train` on two machines as a user starts them (docs/training.md, "Several GPUs,
+/// several machines"), here two processes on 127.0.0.1 with an orchestrator: `command(rank)`
+/// gives machine `rank`'s run folder and its train command, to which the cluster flags are
+/// added. Waits for both (10 minutes at most) and returns their run folders.
+fn train_two_machines(dir: &Path, command: impl Fn(usize) -> (PathBuf, Command)) -> Vec<PathBuf> {
     let ports = free_ports(3);
     let _orchestrator = Running(
         Command::new(env!("CARGO_BIN_EXE_ovseg"))
@@ -461,20 +455,13 @@ fn two_machines_train_as_two_devices_of_one_machine() {
     );
     let machines: Vec<(PathBuf, PathBuf, std::process::Child)> = (0..2)
         .map(|rank| {
-            let out = dir.join(format!("machine-{rank}"));
+            let (out, mut command) = command(rank);
             // A file, not a pipe: a machine blocked on a full pipe nobody reads yet would
             // stall the other one in their all-reduce.
             let log = dir.join(format!("machine-{rank}.log"));
             let port = ports[1 + rank].to_string();
-            let child = train_command(&out, &recipe, &meta, &model)
-                .args([
-                    "--devices",
-                    "1",
-                    "--nodes",
-                    "2",
-                    "--node-rank",
-                    &rank.to_string(),
-                ])
+            let child = command
+                .args(["--nodes", "2", "--node-rank", &rank.to_string()])
                 .args(["--orchestrator", &format!("ws://127.0.0.1:{}", ports[0])])
                 .args(["--node-address", &format!("ws://127.0.0.1:{port}")])
                 .args(["--data-port", &port])
@@ -505,6 +492,45 @@ fn two_machines_train_as_two_devices_of_one_machine() {
         }
         finished.push(out);
     }
+    finished
+}
+
+/// The two models hold the same weights (1e-5).
+fn assert_same_weights(expected: &Path, got: &Path) {
+    let weights = parameters(expected);
+    let other = parameters(got);
+    assert_eq!(other.len(), weights.len());
+    for (i, (a, b)) in weights.iter().zip(&other).enumerate() {
+        let diff = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(
+            diff <= 1e-5,
+            "{}: parameter {i} differs by {diff}",
+            got.display()
+        );
+    }
+}
+
+#[test]
+fn two_machines_train_as_two_devices_of_one_machine() {
+    // Each machine decodes and trains its half of every batch and must match, step for step,
+    // one process with `--devices 2`, Gumbel noise on (every device draws by its rows' place
+    // in the global batch).
+    let dir = scratch("train-two-machines");
+    let meta = caption_dataset(&dir, 24);
+    let model = model_config(&dir);
+    let recipe = recipe(&dir, 1, 3);
+    let local = dir.join("two-devices");
+    ok_command(train_command(&local, &recipe, &meta, &model).args(["--devices", "2"]));
+    let finished = train_two_machines(&dir, |rank| {
+        let out = dir.join(format!("machine-{rank}"));
+        let mut command = train_command(&out, &recipe, &meta, &model);
+        command.args(["--devices", "1"]);
+        (out, command)
+    });
 
     let expected = metrics(&local);
     assert_eq!(expected.len(), 3);
@@ -522,25 +548,46 @@ fn two_machines_train_as_two_devices_of_one_machine() {
                 );
             }
         }
+        // Both machines hold the weights of the two devices of one machine.
+        assert_same_weights(&local.join("model.mpk"), &out.join("model.mpk"));
     }
-    // Both machines hold the same weights, those of the two devices of one machine.
-    let weights = parameters(&local.join("model.mpk"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn two_machines_read_their_own_shards_and_end_each_epoch_together() {
+    // Shards are dealt out to the machines every epoch: one holds 3 batches of a machine
+    // (2 pairs each), the other 1. Each epoch ends on both when the second runs dry, so two
+    // epochs are two steps on both (had the first machine gone on alone, it would wait for a
+    // partner that finished: a stalled all-reduce).
+    let dir = scratch("train-two-machines-shards");
+    caption_dataset(&dir, 8);
+    let (long, short) = (write_shard(&dir, 0, 0..6), write_shard(&dir, 1, 6..8));
+    let model = model_config(&dir);
+    let recipe = dir.join("two-epochs.json");
+    let config = serde_json::json!({
+        "stage": 1, "epochs": 2, "batch_size": 2, "base_lr": 1e-3, "warmup_lr": 1e-4,
+        "min_lr": 1e-4, "warmup_epochs": 0.0, "image_size": 64, "workers": 1,
+        "checkpoint_every": 100, "keep_last": 1, "max_steps": 12, "seed": 5
+    });
+    std::fs::write(&recipe, config.to_string()).unwrap();
+    let finished = train_two_machines(&dir, |rank| {
+        let out = dir.join(format!("machine-{rank}"));
+        let mut command = train_command(&out, &recipe, &long, &model);
+        command.args(["--data", s(&short), "--devices", "1"]);
+        (out, command)
+    });
     for out in &finished {
-        let got = parameters(&out.join("model.mpk"));
-        assert_eq!(got.len(), weights.len());
-        for (i, (a, b)) in weights.iter().zip(&got).enumerate() {
-            let diff = a
-                .iter()
-                .zip(b)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0.0, f32::max);
-            assert!(
-                diff <= 1e-5,
-                "{}: parameter {i} differs by {diff}",
-                out.display()
-            );
-        }
+        let epochs: Vec<u64> = metrics(out)
+            .iter()
+            .map(|m| m["epoch"].as_u64().unwrap())
+            .collect();
+        assert_eq!(epochs, [0, 1], "{}", out.display());
     }
+    assert_same_weights(
+        &finished[0].join("model.mpk"),
+        &finished[1].join("model.mpk"),
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -18,7 +18,7 @@ use crate::model_io::{check_tokenizer, load_model, load_tokenizer, read_config};
 use crate::train::config::{Autocast, TrainConfig};
 use crate::train::run::{train, RunOptions};
 use crate::train::source::LoaderSource;
-use ovseg_trainer::data::{DataConfig, EntityIndex, Loader, Source, Stage};
+use ovseg_trainer::data::{DataConfig, EntityIndex, Loader, Share, Source, Stage};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -242,10 +242,18 @@ fn run_on<B: Backend>(args: Args, devices: Vec<B::Device>) -> Result<()> {
     };
     let tokenizer = Arc::new(tokenizer);
 
-    let source = data_source(&args, &config, devices.len() * args.nodes.max(1))?;
+    let cluster = cluster(&args)?;
+    let (node, nodes) = cluster.as_ref().map_or((0, 1), |c| (c.node_rank, c.nodes));
+    let share = Share {
+        node,
+        nodes,
+        devices: devices.len(),
+        accumulation: config.accumulation,
+    };
+    let source = data_source(&args, &config, share)?;
     let options = RunOptions {
         dir: args.out.clone(),
-        cluster: cluster(&args)?,
+        cluster,
         config: config.clone(),
         model_config,
         resume: args.resume,
@@ -412,13 +420,16 @@ fn initial_model<B: Backend>(
     ))
 }
 
-fn data_source(args: &Args, config: &TrainConfig, devices: usize) -> Result<LoaderSource> {
+/// The loader of this machine's `share` of every global batch.
+fn data_source(args: &Args, config: &TrainConfig, share: Share) -> Result<LoaderSource> {
     let stage = if config.stage_two() {
         Stage::Two
     } else {
         Stage::One
     };
-    let mut data_config = DataConfig::new(stage, config.global_batch(devices), config.seed);
+    let global_batch = config.global_batch(share.devices * share.nodes);
+    let mut data_config = DataConfig::new(stage, global_batch, config.seed);
+    data_config.share = share;
     data_config.image_size = config.image_size;
     if let Some(augmentation) = config.augment {
         data_config.augmentation = augmentation;

@@ -5,6 +5,10 @@
 //! pairs, or the shard stream through a seeded shuffle buffer); workers decode and augment them;
 //! the iterator puts them back in order and cuts batches. A sample whose picture cannot be read
 //! takes the place of the next readable sample of its batch, with its own random draws.
+//!
+//! On several machines ([`Share`]) each decodes only its part: a meta-file's epoch is listed
+//! alike everywhere and each machine makes its own rows of every global batch; shards are dealt
+//! out to the machines, reshuffled every epoch, each read by one machine.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,6 +27,7 @@ pub use super::augment::{Augmentation, Stage};
 use super::index::{build_index, EntityIndex};
 use super::sample::{rng_for, ImageSource, Job, Purpose, Recipe, Sample};
 use super::shards::feed_shards;
+use super::share::Share;
 use super::skips::{SkipCounts, SkipLog};
 
 #[derive(Debug, Clone)]
@@ -43,6 +48,8 @@ pub struct DataConfig {
     pub shuffle_buffer: usize,
     /// Shards only: recent samples kept per entity to draw stage-2 partners from.
     pub partner_pool: usize,
+    /// The part of every global batch this machine makes (all of it on one machine).
+    pub share: Share,
 }
 
 impl DataConfig {
@@ -59,6 +66,7 @@ impl DataConfig {
             batch_size,
             shuffle_buffer: 1000,
             partner_pool: 16,
+            share: Share::WHOLE,
         }
     }
 }
@@ -172,7 +180,94 @@ pub struct Loader {
 struct Inner {
     source: Source,
     config: DataConfig,
+    layout: Layout,
     skips: SkipLog,
+}
+
+/// Which sample positions make this machine's batches.
+enum Layout {
+    /// A meta-file: every machine lists the whole epoch in the same order and makes its `rows`
+    /// (`mine`) of each global batch of `global` samples, so the draws of every sample are those
+    /// of a one-machine run.
+    Rows {
+        global: usize,
+        rows: Vec<usize>,
+        mine: Vec<bool>,
+        micro: usize,
+    },
+    /// Shard streams: each machine reads its own shards; sample `i` of its stream takes
+    /// position `i * nodes + node` (the key of its random draws) and `batch` of them make a
+    /// batch.
+    Stream {
+        batch: usize,
+        node: usize,
+        nodes: usize,
+        micro: usize,
+    },
+}
+
+impl Layout {
+    fn new(source: &Source, config: &DataConfig) -> Layout {
+        let share = config.share;
+        match source {
+            Source::Meta { .. } => {
+                let rows = share.rows(config.batch_size);
+                let mut mine = vec![false; config.batch_size];
+                for &row in &rows {
+                    mine[row] = true;
+                }
+                Layout::Rows {
+                    global: config.batch_size,
+                    rows,
+                    mine,
+                    micro: share.micro_rows(config.batch_size),
+                }
+            }
+            Source::Shards { .. } => Layout::Stream {
+                batch: share.rows_per_node(config.batch_size),
+                node: share.node,
+                nodes: share.nodes,
+                micro: share.micro_rows(config.batch_size),
+            },
+        }
+    }
+
+    /// Samples one device trains in one micro-step.
+    fn micro_rows(&self) -> usize {
+        match self {
+            Layout::Rows { micro, .. } | Layout::Stream { micro, .. } => *micro,
+        }
+    }
+
+    /// Samples in one of this machine's batches.
+    fn size(&self) -> usize {
+        match self {
+            Layout::Rows { rows, .. } => rows.len(),
+            Layout::Stream { batch, .. } => *batch,
+        }
+    }
+
+    /// The positions batch `index` of this machine takes, in order.
+    fn slots(&self, index: usize) -> Vec<usize> {
+        match self {
+            Layout::Rows { global, rows, .. } => rows.iter().map(|r| index * global + r).collect(),
+            Layout::Stream {
+                batch, node, nodes, ..
+            } => (index * batch..(index + 1) * batch)
+                .map(|i| i * nodes + node)
+                .collect(),
+        }
+    }
+
+    /// Whether batch `index` is whole in an epoch whose feeder listed `total` samples (all
+    /// positions of a meta-file epoch; this machine's samples of a stream).
+    fn fits(&self, index: usize, total: usize) -> bool {
+        let per_batch = match self {
+            Layout::Rows { global, .. } => *global,
+            Layout::Stream { batch, .. } => *batch,
+        };
+        (index + 1) * per_batch <= total
+    }
 }
 
 impl Loader {
@@ -183,6 +278,7 @@ impl Loader {
         if config.workers == 0 || config.prefetch == 0 {
             bail!("the loader needs at least one worker and one prefetched batch");
         }
+        config.share.validate(config.batch_size)?;
         let skips = match &source {
             Source::Meta {
                 meta,
@@ -206,14 +302,19 @@ impl Loader {
                 if let Some(missing) = shards.iter().find(|s| !s.is_file()) {
                     bail!("shard {} does not exist", missing.display());
                 }
-                if shards.is_empty() {
-                    bail!("no shard given");
+                if shards.len() < config.share.nodes {
+                    bail!(
+                        "{} shards cannot be shared among {} machines: each reads its own",
+                        shards.len(),
+                        config.share.nodes
+                    );
                 }
                 SkipLog::default()
             }
         };
         Ok(Loader {
             inner: Arc::new(Inner {
+                layout: Layout::new(&source, &config),
                 source,
                 config,
                 skips,
@@ -234,7 +335,7 @@ impl Loader {
     /// prefetched. The same (seed, epoch, batch) always gives the same batch.
     pub fn epoch(&self, epoch: usize, start: usize) -> Batches {
         let config = &self.inner.config;
-        let capacity = (config.prefetch * config.batch_size).max(config.workers);
+        let capacity = (config.prefetch * self.inner.layout.size()).max(config.workers);
         let (jobs_tx, jobs_rx) = bounded::<Job>(capacity);
         let (done_tx, done_rx) = bounded::<Message>(capacity);
         let inner = Arc::clone(&self.inner);
@@ -242,11 +343,14 @@ impl Loader {
         std::thread::Builder::new()
             .name("ovseg-data-feeder".into())
             .spawn(move || {
-                let result = match &inner.source {
-                    Source::Meta { images, index, .. } => {
-                        feed_meta(&inner.config, images, index, epoch, start, &jobs_tx)
+                let result = match (&inner.source, &inner.layout) {
+                    (Source::Meta { images, index, .. }, Layout::Rows { mine, .. }) => {
+                        feed_meta(&inner.config, images, index, mine, epoch, start, &jobs_tx)
                     }
-                    Source::Shards { shards } => {
+                    (Source::Meta { .. }, Layout::Stream { .. }) => {
+                        unreachable!("Layout::new gives meta-files rows")
+                    }
+                    (Source::Shards { shards }, _) => {
                         feed_shards(&inner.config, shards, &inner.skips, epoch, start, &jobs_tx)
                     }
                 };
@@ -328,11 +432,13 @@ enum Message {
     Failed(anyhow::Error),
 }
 
-/// Lists the meta-file's samples of `epoch` from batch `start` on; returns the epoch's length.
+/// Lists the meta-file's samples of `epoch` from batch `start` on, those of this machine's
+/// rows (`mine`, by position in the global batch); returns the epoch's length.
 fn feed_meta(
     config: &DataConfig,
     images: &Path,
     index: &EntityIndex,
+    mine: &[bool],
     epoch: usize,
     start: usize,
     jobs: &Sender<Job>,
@@ -347,6 +453,7 @@ fn feed_meta(
         .enumerate()
         .take(total)
         .skip(start * config.batch_size)
+        .filter(|(position, _)| mine[position % config.batch_size])
     {
         let sample = &index.samples[id];
         let found = vocab.extract(&sample.caption);
@@ -424,15 +531,18 @@ impl Iterator for Batches {
     type Item = Result<Batch>;
 
     fn next(&mut self) -> Option<Result<Batch>> {
-        let size = self.inner.config.batch_size;
         while !self.finished {
-            let first = self.next * size;
-            if self.total.is_some_and(|total| first + size > total) {
+            let layout = &self.inner.layout;
+            if self
+                .total
+                .is_some_and(|total| !layout.fits(self.next, total))
+            {
                 self.finished = true;
                 break;
             }
-            if (first..first + size).all(|p| self.pending.contains_key(&p)) {
-                let result = self.assemble(first);
+            let slots = layout.slots(self.next);
+            if slots.iter().all(|p| self.pending.contains_key(p)) {
+                let result = self.assemble(&slots);
                 self.next += 1;
                 if result.is_err() {
                     self.finished = true;
@@ -463,11 +573,12 @@ impl Iterator for Batches {
 }
 
 impl Batches {
-    fn assemble(&mut self, first: usize) -> Result<Batch> {
+    fn assemble(&mut self, positions: &[usize]) -> Result<Batch> {
         let config = &self.inner.config;
-        let size = config.batch_size;
-        let slots: Vec<(Job, Result<Sample>)> = (first..first + size)
-            .map(|p| self.pending.remove(&p).expect("complete batch"))
+        let size = positions.len();
+        let slots: Vec<(Job, Result<Sample>)> = positions
+            .iter()
+            .map(|p| self.pending.remove(p).expect("complete batch"))
             .collect();
         let plane = 3 * config.image_size * config.image_size;
         let stage_two = config.stage == Stage::Two;
@@ -491,7 +602,7 @@ impl Batches {
             let sample = match &slots[i].1 {
                 Ok(sample) => sample,
                 Err(_) => {
-                    made = self.stand_in(&slots, i, first + i)?;
+                    made = self.stand_in(&slots, i, positions[i])?;
                     &made
                 }
             };
@@ -511,17 +622,23 @@ impl Batches {
         Ok(batch)
     }
 
-    /// The sample for slot `i` whose picture is unreadable: the next readable sample of the
-    /// batch (wrapping), made again with the draws of `position`.
+    /// The sample for slot `i` whose picture is unreadable: the next readable sample of its
+    /// device's micro-batch (wrapping; so alike however the batch is shared among machines),
+    /// else of the rest of the batch, made again with the draws of `position`.
     fn stand_in(
         &self,
         slots: &[(Job, Result<Sample>)],
         i: usize,
         position: usize,
     ) -> Result<Sample> {
-        let n = slots.len();
-        for k in 1..n {
-            let (job, made) = &slots[(i + k) % n];
+        let (n, micro) = (slots.len(), self.inner.layout.micro_rows());
+        let first = i / micro * micro;
+        let in_micro = (1..micro).map(|k| first + (i - first + k) % micro);
+        let beyond = (1..n)
+            .map(|k| (i + k) % n)
+            .filter(|&j| j / micro != i / micro);
+        for j in in_micro.chain(beyond) {
+            let (job, made) = &slots[j];
             if made.is_ok() {
                 if let Ok(sample) = self.recipe.make(job, position, &self.inner.skips) {
                     return Ok(sample);

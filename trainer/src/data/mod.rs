@@ -7,9 +7,11 @@ pub mod loader;
 pub mod released;
 mod sample;
 pub mod shards;
+pub mod share;
 pub mod skips;
 
 pub use augment::Stage;
 pub use index::EntityIndex;
 pub use loader::{Batch, Batches, DataConfig, DataPosition, Loader, Source};
+pub use share::{micro_batch_start, Share};
 pub use skips::SkipCounts;

@@ -187,8 +187,10 @@ impl Pending {
     }
 }
 
-/// Streams the shards' samples of `epoch` into `jobs` from batch `start` on; returns how many
-/// samples the epoch holds. The caption-level skip counts describe this pass.
+/// Streams this machine's samples of `epoch` into `jobs` from its batch `start` on; returns how
+/// many samples its epoch holds. The epoch's shard order is dealt out to the machines of
+/// `config.share` in turn, so each shard is read by one machine an epoch. The caption-level skip
+/// counts describe this pass.
 pub(crate) fn feed_shards(
     config: &DataConfig,
     shards: &[PathBuf],
@@ -198,12 +200,14 @@ pub(crate) fn feed_shards(
     jobs: &Sender<Job>,
 ) -> Result<usize> {
     skips.set_text(SkipCounts::default());
+    let share = config.share;
     let mut order: Vec<&PathBuf> = shards.iter().collect();
     order.shuffle(&mut rng_for(config.seed, epoch, 0, Purpose::ShardOrder));
+    let order = order.into_iter().skip(share.node).step_by(share.nodes);
     let mut stream = Stream {
         config,
         epoch,
-        skip: start * config.batch_size,
+        skip: start * share.rows_per_node(config.batch_size),
         vocab: EntityVocab::default(),
         buffer: Vec::with_capacity(config.shuffle_buffer.max(1)),
         buffer_rng: rng_for(config.seed, epoch, 0, Purpose::ShuffleBuffer),
@@ -293,8 +297,11 @@ impl Stream<'_> {
     }
 
     fn emit(&mut self, (pair, classes, question): (ShardPair, Vec<String>, String)) {
-        let position = self.position;
+        let local = self.position;
         self.position += 1;
+        // Positions key the random draws: the machines' streams interleave, never repeat.
+        let share = self.config.share;
+        let position = local * share.nodes + share.node;
         let partner = match self.config.stage {
             Stage::One => None,
             Stage::Two => {
@@ -328,7 +335,7 @@ impl Stream<'_> {
                 Some((entity, source))
             }
         };
-        if position < self.skip {
+        if local < self.skip {
             return;
         }
         let job = Job {

@@ -89,20 +89,22 @@ impl<B: Backend> GatherAll<Autodiff<B>> for CollectiveGather {
 }
 
 /// Reduces every gradient over all devices (`op`: the mean, for data parallelism), one
-/// parameter at a time in the module's own order. burn's `GradientsParams::all_reduce` goes in
-/// `ParamId` order, and ids are drawn at random in each process: replicas of one process share
-/// them, but two machines would pair different tensors.
+/// parameter at a time in the module's own order; also gives the number of values reduced.
+/// burn's `GradientsParams::all_reduce` goes in `ParamId` order, and ids are drawn at random in
+/// each process: replicas of one process share them, but two machines would pair different
+/// tensors.
 pub fn all_reduce_gradients<B: Backend, M: Module<Autodiff<B>>>(
     model: &M,
     grads: GradientsParams,
     peer: PeerId,
     op: ReduceOperation,
-) -> Result<GradientsParams, CollectiveError> {
+) -> Result<(GradientsParams, usize), CollectiveError> {
     struct Reduce {
         grads: GradientsParams,
         peer: PeerId,
         op: ReduceOperation,
         error: Option<CollectiveError>,
+        elements: usize,
     }
     impl<B: Backend> ModuleVisitor<Autodiff<B>> for Reduce {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Autodiff<B>, D>>) {
@@ -113,6 +115,7 @@ pub fn all_reduce_gradients<B: Backend, M: Module<Autodiff<B>>>(
             let Some(grad) = self.grads.remove::<B, D>(param.id) else {
                 return;
             };
+            self.elements += grad.shape().num_elements();
             match all_reduce::<B>(self.peer, grad.into_primitive().tensor(), self.op) {
                 Ok(reduced) => self.grads.register::<B, D>(
                     param.id,
@@ -127,10 +130,11 @@ pub fn all_reduce_gradients<B: Backend, M: Module<Autodiff<B>>>(
         peer,
         op,
         error: None,
+        elements: 0,
     };
     model.visit(&mut reduce);
     match reduce.error {
         Some(e) => Err(e),
-        None => Ok(reduce.grads),
+        None => Ok((reduce.grads, reduce.elements)),
     }
 }

@@ -17,6 +17,7 @@ use ovseg_model::nn::{autocast, RandomStream};
 use ovseg_model::segmentation::TemplateSet;
 use ovseg_model::text::TextTokenizer;
 use ovseg_model::OvSegmentor;
+use ovseg_trainer::data::micro_batch_start;
 
 use super::collective::{all_reduce_gradients, CollectiveGather};
 use super::optimizer::{AdamWSettings, Optimizer};
@@ -72,6 +73,9 @@ pub struct StepValues {
     pub grad_norm: f64,
     /// The loss was NaN or infinite: no weight changed.
     pub skipped: bool,
+    /// Several devices: seconds this device spent in the gradient all-reduce (waiting for the
+    /// slowest device included) and the gradient bytes it all-reduced.
+    pub reduce: Option<(f64, u64)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -167,11 +171,16 @@ impl<B: Backend> Replica<B> {
             total: sums[3],
             grad_norm: f64::NAN,
             skipped: true,
+            reduce: None,
         };
         let mut grads = grads;
         if let Some(g) = &self.gather {
-            grads = all_reduce_gradients(&model, grads, g.peer, ReduceOperation::Mean)
-                .map_err(|e| anyhow::anyhow!("gradient all-reduce failed: {e:?}"))?;
+            let began = std::time::Instant::now();
+            let (reduced, elements) =
+                all_reduce_gradients(&model, grads, g.peer, ReduceOperation::Mean)
+                    .map_err(|e| anyhow::anyhow!("gradient all-reduce failed: {e:?}"))?;
+            grads = reduced;
+            values.reduce = Some((began.elapsed().as_secs_f64(), 4 * elements as u64));
         }
         let norm = self.optimizer.grad_norm(&model, &grads);
         values.grad_norm = norm.clone().into_scalar().elem::<f64>();
@@ -341,14 +350,6 @@ impl<B: Backend> Replica<B> {
     }
 }
 
-/// Where micro-batch `micro` of device `rank` (of `world`) starts in the global batch, each
-/// holding `rows` samples: micro-step `a` trains rows `(a * world + r) * rows..` on device `r`,
-/// so one micro-step over all devices covers a contiguous block (run.rs's `split`). Random
-/// draws are keyed by these global indices.
-pub fn micro_batch_start(micro: usize, rank: usize, world: usize, rows: usize) -> usize {
-    (micro * world + rank) * rows
-}
-
 /// What [`Replica::accumulate`] gives.
 enum Accumulated {
     /// The gradients averaged over the micro-batches and the loss values [matching, entity,
@@ -369,6 +370,7 @@ fn skipped_values<B: Backend>(values: &[f32], losses: &Losses<B>) -> StepValues 
         total: value(3),
         grad_norm: f64::NAN,
         skipped: true,
+        reduce: None,
     }
 }
 

@@ -10,21 +10,22 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use burn::backend::Autodiff;
 use burn::collective::{
-    finish_collective, register, reset_collective, AllReduceStrategy, CollectiveConfig, PeerId,
+    all_reduce, finish_collective, register, reset_collective, AllReduceStrategy, CollectiveConfig,
+    PeerId, ReduceOperation,
 };
 use burn::prelude::*;
+use burn::tensor::TensorPrimitive;
 use indicatif::{ProgressBar, ProgressStyle};
 use ovseg_model::record::{model_from_bytes, model_to_bytes, Precision};
 use ovseg_model::text::TextTokenizer;
 use ovseg_model::OvsegConfig;
+use ovseg_trainer::data::micro_batch_start;
 use serde::Serialize;
 
 use super::checkpoint::{Checkpoints, DataPosition, RunState};
 use super::collective::CollectiveGather;
 use super::config::TrainConfig;
-use super::replica::{
-    freeze_for_stage, micro_batch_start, DeviceBatch, Replica, ReplicaSettings, StepValues,
-};
+use super::replica::{freeze_for_stage, DeviceBatch, Replica, ReplicaSettings, StepValues};
 use crate::files::write_atomically;
 
 /// Global batches (one optimizer step each) in a deterministic order, resumable at any batch.
@@ -85,6 +86,12 @@ pub struct MetricsLine {
     pub total: f64,
     pub grad_norm: f64,
     pub images_per_s: f64,
+    /// Several devices: seconds one device spent in the gradient all-reduce (waiting
+    /// included) and the megabytes of gradient each device all-reduced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allreduce_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allreduce_mb: Option<f64>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub skipped: bool,
 }
@@ -104,11 +111,15 @@ enum Command {
         step: usize,
     },
     Snapshot,
+    /// Vote on whether this machine has a batch for the next step.
+    Agree(bool),
 }
 
 enum Reply {
     Step(Result<StepValues>),
     Snapshot(Result<(Vec<u8>, Vec<u8>)>),
+    /// Whether every machine has a batch.
+    Agree(Result<bool>),
 }
 
 struct Worker {
@@ -298,6 +309,7 @@ pub fn train<B: Backend>(
     let mut last = None;
     let mut bad_steps = 0usize;
     let batch_images = config.global_batch(world) as f64;
+    let vote_each_step = nodes > 1 && source.steps_per_epoch().is_none();
 
     let save = |state: &RunState, workers: &[Worker]| -> Result<(Vec<u8>, PathBuf)> {
         let (model, optimizer) = snapshot(&workers[0])?;
@@ -317,17 +329,22 @@ pub fn train<B: Backend>(
         } else {
             0
         };
-        for (index, batch) in source.epoch(epoch, start).enumerate() {
+        let mut batches = source.epoch(epoch, start);
+        for index in 0.. {
             if state.step >= total_steps {
                 break 'epochs;
             }
+            let batch = batches.next();
+            // Machines read streams of their own, of different lengths: the epoch ends on all
+            // of them when the first runs dry, so that none waits for a step that never comes.
+            if vote_each_step && !all_have_batch(&workers, matches!(batch, Some(Ok(_))))? {
+                break;
+            }
+            let Some(batch) = batch else { break };
             let batch = batch?;
             let began = Instant::now();
             let lr = schedule.lr(state.step);
-            let micro = split(&batch, world, config.accumulation)?
-                .into_iter()
-                .skip(node_rank * local)
-                .take(local);
+            let micro = split(&batch, local, config.accumulation)?;
             for (worker, micro) in workers.iter().zip(micro) {
                 worker
                     .commands
@@ -362,6 +379,8 @@ pub fn train<B: Backend>(
                 total: values.total,
                 grad_norm: values.grad_norm,
                 images_per_s: batch_images / began.elapsed().as_secs_f64(),
+                allreduce_s: values.reduce.map(|(s, _)| s),
+                allreduce_mb: values.reduce.map(|(_, bytes)| bytes as f64 / 1e6),
                 skipped: values.skipped,
             };
             writeln!(metrics, "{}", serde_json::to_string(&line)?)
@@ -460,24 +479,69 @@ fn progress_message(line: &MetricsLine) -> String {
     )
 }
 
-/// Rows of the global batch for micro-step `a` of device `r`: `(a * world + r) * b ..`
-/// ([`micro_batch_start`], which the devices also key their random draws by).
-fn split(batch: &DeviceBatch, world: usize, accumulation: usize) -> Result<Vec<Vec<DeviceBatch>>> {
-    let parts = world * accumulation;
+/// This machine's batch over its `devices`: micro-step `a` of device `d` takes rows
+/// `(a * devices + d) * b ..` ([`micro_batch_start`]; the loader laid out a machine's share of
+/// the global batch in that order, see [`ovseg_trainer::data::Share::rows`]).
+fn split(
+    batch: &DeviceBatch,
+    devices: usize,
+    accumulation: usize,
+) -> Result<Vec<Vec<DeviceBatch>>> {
+    let parts = devices * accumulation;
     if batch.size % parts != 0 || batch.size == 0 {
         bail!(
-            "a global batch of {} samples cannot be split over {world} devices x {accumulation} accumulation steps",
+            "a batch of {} samples cannot be split over {devices} devices x {accumulation} accumulation steps",
             batch.size
         );
     }
     let b = batch.size / parts;
-    Ok((0..world)
-        .map(|r| {
+    Ok((0..devices)
+        .map(|d| {
             (0..accumulation)
-                .map(|a| batch.rows(micro_batch_start(a, r, world, b), b))
+                .map(|a| batch.rows(micro_batch_start(a, d, devices, b), b))
                 .collect()
         })
         .collect())
+}
+
+/// Whether every machine has a batch for the next step (each says whether it has one).
+fn all_have_batch(workers: &[Worker], have: bool) -> Result<bool> {
+    for worker in workers {
+        worker
+            .commands
+            .send(Command::Agree(have))
+            .map_err(|_| anyhow!("a training device stopped"))?;
+    }
+    let mut all = true;
+    for worker in workers {
+        match worker.replies.recv() {
+            Ok(Reply::Agree(v)) => all &= v?,
+            _ => bail!("a training device stopped unexpectedly"),
+        }
+    }
+    Ok(all)
+}
+
+/// One device's vote: the number of devices with a batch, summed over the whole run.
+fn vote<B: Backend>(
+    gather: Option<&CollectiveGather>,
+    have: bool,
+    device: &B::Device,
+) -> Result<bool> {
+    let Some(gather) = gather else {
+        return Ok(have);
+    };
+    let mine = Tensor::<B, 1>::from_floats([if have { 1.0 } else { 0.0 }], device);
+    let sum = all_reduce::<B>(
+        gather.peer,
+        mine.into_primitive().tensor(),
+        ReduceOperation::Sum,
+    )
+    .map_err(|e| anyhow!("the machines could not agree on the end of the epoch: {e:?}"))?;
+    let sum: f32 = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(sum))
+        .into_scalar()
+        .elem();
+    Ok(sum.round() as usize == gather.world)
 }
 
 fn snapshot(worker: &Worker) -> Result<(Vec<u8>, Vec<u8>)> {
@@ -572,6 +636,7 @@ fn spawn_worker<B: Backend>(
                     Command::Step { micro, lr, step } => {
                         Reply::Step(replica.step(&micro, lr, step))
                     }
+                    Command::Agree(have) => Reply::Agree(vote::<B>(gather.as_ref(), have, &device)),
                     Command::Snapshot => Reply::Snapshot((|| {
                         let model = model_to_bytes(
                             replica.model().clone(),

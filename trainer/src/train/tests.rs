@@ -729,7 +729,7 @@ fn accumulated_micro_batches_draw_and_differentiate_per_sample_terms_like_the_wh
     use burn::optim::{GradientsAccumulator, GradientsParams};
     use ovseg_model::nn::{Draws, RandomStream};
 
-    use super::replica::micro_batch_start;
+    use ovseg_trainer::data::micro_batch_start;
 
     let device = Default::default();
     let model = noisy_model_config().init::<AB>(&device);
