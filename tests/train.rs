@@ -440,59 +440,91 @@ impl Drop for Running {
     }
 }
 
-/// Runs `ovseg train` on two machines as a user starts them (docs/training.md, "Several GPUs,
-/// several machines"), here two processes on 127.0.0.1 with an orchestrator: `command(rank)`
-/// gives machine `rank`'s run folder and its train command, to which the cluster flags are
-/// added. Waits for both (10 minutes at most) and returns their run folders.
-fn train_two_machines(dir: &Path, command: impl Fn(usize) -> (PathBuf, Command)) -> Vec<PathBuf> {
-    let ports = free_ports(3);
-    let _orchestrator = Running(
-        Command::new(env!("CARGO_BIN_EXE_ovseg"))
-            .args(["orchestrator", "--port", &ports[0].to_string()])
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let machines: Vec<(PathBuf, PathBuf, std::process::Child)> = (0..2)
-        .map(|rank| {
-            let (out, mut command) = command(rank);
-            // A file, not a pipe: a machine blocked on a full pipe nobody reads yet would
-            // stall the other one in their all-reduce.
-            let log = dir.join(format!("machine-{rank}.log"));
-            let port = ports[1 + rank].to_string();
-            let child = command
-                .args(["--nodes", "2", "--node-rank", &rank.to_string()])
-                .args(["--orchestrator", &format!("ws://127.0.0.1:{}", ports[0])])
-                .args(["--node-address", &format!("ws://127.0.0.1:{port}")])
-                .args(["--data-port", &port])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
+/// Two `ovseg train` processes started as two machines are (docs/training.md, "Several GPUs,
+/// several machines"), here on 127.0.0.1 with an orchestrator: `command(rank)` gives machine
+/// `rank`'s run folder and its train command, to which the cluster flags are added.
+struct TwoMachines {
+    _orchestrator: Running,
+    /// Run folder, log file and process of each machine.
+    machines: Vec<(PathBuf, PathBuf, std::process::Child)>,
+}
+
+impl TwoMachines {
+    fn start(dir: &Path, command: impl Fn(usize) -> (PathBuf, Command)) -> TwoMachines {
+        let ports = free_ports(3);
+        let orchestrator = Running(
+            Command::new(env!("CARGO_BIN_EXE_ovseg"))
+                .args(["orchestrator", "--port", &ports[0].to_string()])
+                .stderr(std::process::Stdio::null())
                 .spawn()
-                .unwrap();
-            (out, log, child)
-        })
-        .collect();
-    let began = Instant::now();
-    let mut finished = Vec::new();
-    for (out, log, mut child) in machines {
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                let stderr = std::fs::read_to_string(&log).unwrap_or_default();
-                assert!(status.success(), "{}: {stderr}", out.display());
-                break;
-            }
-            if began.elapsed() > Duration::from_secs(600) {
-                child.kill().ok();
-                panic!(
-                    "{} did not finish in 10 minutes (a stalled all-reduce)",
-                    out.display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
+                .unwrap(),
+        );
+        let machines = (0..2)
+            .map(|rank| {
+                let (out, mut command) = command(rank);
+                // A file, not a pipe: a machine blocked on a full pipe nobody reads yet would
+                // stall the other one in their all-reduce.
+                let log = dir.join(format!("machine-{rank}.log"));
+                let port = ports[1 + rank].to_string();
+                let child = command
+                    .args(["--nodes", "2", "--node-rank", &rank.to_string()])
+                    .args(["--orchestrator", &format!("ws://127.0.0.1:{}", ports[0])])
+                    .args(["--node-address", &format!("ws://127.0.0.1:{port}")])
+                    .args(["--data-port", &port])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::fs::File::create(&log).unwrap())
+                    .spawn()
+                    .unwrap();
+                (out, log, child)
+            })
+            .collect();
+        TwoMachines {
+            _orchestrator: orchestrator,
+            machines,
         }
-        finished.push(out);
     }
-    finished
+
+    /// Waits for both (10 minutes at most), asserting success; returns their run folders.
+    fn finish(self) -> Vec<PathBuf> {
+        let began = Instant::now();
+        let mut finished = Vec::new();
+        for (out, log, mut child) in self.machines {
+            let status = wait_at_most(&mut child, Duration::from_secs(600) - began.elapsed())
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{} did not finish in 10 minutes (a stalled all-reduce)",
+                        out.display()
+                    )
+                });
+            let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(status.success(), "{}: {stderr}", out.display());
+            finished.push(out);
+        }
+        finished
+    }
+}
+
+/// The child's exit status, or None (and the child killed) after `limit`.
+fn wait_at_most(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> Option<std::process::ExitStatus> {
+    let began = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if began.elapsed() > limit {
+            child.kill().ok();
+            child.wait().ok();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn train_two_machines(dir: &Path, command: impl Fn(usize) -> (PathBuf, Command)) -> Vec<PathBuf> {
+    TwoMachines::start(dir, command).finish()
 }
 
 /// The two models hold the same weights (1e-5).
@@ -588,6 +620,87 @@ fn two_machines_read_their_own_shards_and_end_each_epoch_together() {
         &finished[0].join("model.mpk"),
         &finished[1].join("model.mpk"),
     );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_two_machine_run_resumes_after_one_machine_is_killed() {
+    // Machine 1 is killed after its step-4 checkpoint; machine 0 must stop with an error, not
+    // wait for ever. Both started again with --resume finish the run as if nothing happened,
+    // from the newest step both reached (machine 1 may die before naming step 4 its latest).
+    let dir = scratch("train-two-machines-killed");
+    let meta = caption_dataset(&dir, 24);
+    let model = model_config(&dir);
+    let recipe = recipe(&dir, 1, 8);
+    let straight = dir.join("straight");
+    ok_command(train_command(&straight, &recipe, &meta, &model).args(["--devices", "2"]));
+    let machine = |rank: usize, resume: bool| {
+        let out = dir.join(format!("machine-{rank}"));
+        let mut command = train_command(&out, &recipe, &meta, &model);
+        command.args(["--devices", "1"]);
+        if resume {
+            command.arg("--resume");
+        }
+        (out, command)
+    };
+    let mut run = TwoMachines::start(&dir, |rank| machine(rank, false));
+    let began = Instant::now();
+    let checkpoint = dir.join("machine-1/checkpoints/step-00000004/state.json");
+    while !checkpoint.is_file() {
+        assert!(
+            began.elapsed() < Duration::from_secs(600),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (_, _, killed) = &mut run.machines[1];
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let (out, log, survivor) = &mut run.machines[0];
+    let status = wait_at_most(survivor, Duration::from_secs(120));
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "{}: {stderr}",
+        out.display()
+    );
+    assert!(
+        stderr.contains("error: a training device stopped: another machine stopped")
+            && stderr.contains("--resume"),
+        "{stderr}"
+    );
+    assert!(!dir.join("machine-0/model.mpk").exists());
+    drop(run);
+    // As if machine 1 had died before saving step 4: machine 0 must go back to step 3.
+    let killed = dir.join("machine-1/checkpoints");
+    std::fs::remove_dir_all(killed.join("step-00000004")).unwrap();
+    std::fs::write(killed.join("latest"), "step-00000003").unwrap();
+    assert!(dir
+        .join("machine-0/checkpoints/step-00000004/state.json")
+        .is_file());
+
+    let finished = train_two_machines(&dir, |rank| machine(rank, true));
+    let log = std::fs::read_to_string(dir.join("machine-0.log")).unwrap();
+    assert!(
+        log.contains("another machine's last checkpoint is step 3: going back to it from step 4"),
+        "{log}"
+    );
+    for out in &finished {
+        let steps: Vec<u64> = metrics(out)
+            .iter()
+            .map(|m| m["step"].as_u64().unwrap())
+            .collect();
+        assert_eq!(steps, (1..=8).collect::<Vec<u64>>(), "{}", out.display());
+        for (a, b) in metrics(&straight).iter().zip(metrics(out).iter()) {
+            let (x, y) = (a["total"].as_f64().unwrap(), b["total"].as_f64().unwrap());
+            assert!(
+                (x - y).abs() <= 1e-5 * x.abs().max(1.0),
+                "step {}: {y} against {x}",
+                a["step"]
+            );
+        }
+        assert_same_weights(&straight.join("model.mpk"), &out.join("model.mpk"));
+    }
     std::fs::remove_dir_all(&dir).ok();
 }
 

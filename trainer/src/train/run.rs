@@ -22,7 +22,7 @@ use ovseg_model::OvsegConfig;
 use ovseg_trainer::data::micro_batch_start;
 use serde::Serialize;
 
-use super::checkpoint::{Checkpoints, DataPosition, RunState};
+use super::checkpoint::{Checkpoint, Checkpoints, DataPosition, RunState};
 use super::collective::CollectiveGather;
 use super::config::TrainConfig;
 use super::replica::{freeze_for_stage, DeviceBatch, Replica, ReplicaSettings, StepValues};
@@ -111,15 +111,21 @@ enum Command {
         step: usize,
     },
     Snapshot,
-    /// Vote on whether this machine has a batch for the next step.
-    Agree(bool),
+    /// Tell every machine this number (see [`exchange`]).
+    Exchange(u32),
+    /// Go back to this model file and optimizer state.
+    Restore {
+        model: Vec<u8>,
+        optimizer: Vec<u8>,
+    },
 }
 
 enum Reply {
     Step(Result<StepValues>),
     Snapshot(Result<(Vec<u8>, Vec<u8>)>),
-    /// Whether every machine has a batch.
-    Agree(Result<bool>),
+    /// Every machine's number, in machine order.
+    Exchange(Result<Vec<u32>>),
+    Restore(Result<()>),
 }
 
 struct Worker {
@@ -286,6 +292,21 @@ pub fn train<B: Backend>(
             .map_err(|_| anyhow!("device {rank} failed to start"))??;
         workers.push(worker);
     }
+    if options.resume && nodes > 1 {
+        if let Some(back) = agree_on_resume(&workers, state.step, &checkpoints, node_rank)? {
+            tracing::warn!(
+                "another machine's last checkpoint is step {}: going back to it from step {}",
+                back.state.step,
+                state.step
+            );
+            restore(&workers, &back)?;
+            state = RunState {
+                config: config.clone(),
+                ..back.state
+            };
+            truncate_metrics(&metrics_path, state.step)?;
+        }
+    }
 
     let bar = if options.show_progress {
         ProgressBar::new(total_steps as u64)
@@ -353,13 +374,13 @@ pub fn train<B: Backend>(
                         lr,
                         step: state.step,
                     })
-                    .map_err(|_| anyhow!("a training device stopped"))?;
+                    .map_err(|_| device_lost(nodes))?;
             }
             let mut values = None;
             for worker in &workers {
                 match worker.replies.recv() {
                     Ok(Reply::Step(v)) => values = Some(v?),
-                    _ => bail!("a training device stopped unexpectedly"),
+                    _ => return Err(device_lost(nodes)),
                 }
             }
             let values = values.expect("at least one device");
@@ -506,42 +527,130 @@ fn split(
 
 /// Whether every machine has a batch for the next step (each says whether it has one).
 fn all_have_batch(workers: &[Worker], have: bool) -> Result<bool> {
+    Ok(exchange(workers, have as u32)?.iter().all(|&v| v == 1))
+}
+
+/// Tells every machine `value` and gives every machine's, in machine order (one all-reduce that
+/// every device of every machine takes part in).
+fn exchange(workers: &[Worker], value: u32) -> Result<Vec<u32>> {
     for worker in workers {
         worker
             .commands
-            .send(Command::Agree(have))
-            .map_err(|_| anyhow!("a training device stopped"))?;
+            .send(Command::Exchange(value))
+            .map_err(|_| machine_lost())?;
     }
-    let mut all = true;
+    let mut values = Vec::new();
     for worker in workers {
         match worker.replies.recv() {
-            Ok(Reply::Agree(v)) => all &= v?,
-            _ => bail!("a training device stopped unexpectedly"),
+            Ok(Reply::Exchange(v)) => values = v?,
+            _ => return Err(machine_lost()),
         }
     }
-    Ok(all)
+    Ok(values)
 }
 
-/// One device's vote: the number of devices with a batch, summed over the whole run.
-fn vote<B: Backend>(
-    gather: Option<&CollectiveGather>,
-    have: bool,
-    device: &B::Device,
-) -> Result<bool> {
-    let Some(gather) = gather else {
-        return Ok(have);
+/// Machines resuming a run go on from the newest step all of them reached: a machine stopped
+/// while the others saved is a checkpoint behind. Gives the checkpoint this machine goes back
+/// to, if it is ahead.
+fn agree_on_resume(
+    workers: &[Worker],
+    step: usize,
+    checkpoints: &Checkpoints,
+    node_rank: usize,
+) -> Result<Option<Checkpoint>> {
+    let steps = exchange(workers, u32::try_from(step)?)?;
+    let (behind, &common) = steps
+        .iter()
+        .enumerate()
+        .min_by_key(|(_, s)| **s)
+        .expect("at least one machine");
+    if common as usize == step {
+        return Ok(None);
+    }
+    let kept = checkpoints.list()?;
+    let Some((_, path)) = kept.iter().find(|(s, _)| *s == common as usize) else {
+        bail!(
+            "machine {node_rank} would resume at step {step}, but machine {behind}'s last \
+             checkpoint is step {common}, which this machine no longer keeps: copy machine \
+             {behind}'s checkpoint of step {common} into every machine's checkpoints folder"
+        );
     };
-    let mine = Tensor::<B, 1>::from_floats([if have { 1.0 } else { 0.0 }], device);
+    Checkpoint::open(path).map(Some)
+}
+
+/// Every device goes back to `checkpoint`'s model and optimizer.
+fn restore(workers: &[Worker], checkpoint: &Checkpoint) -> Result<()> {
+    let model = std::fs::read(checkpoint.model_path())
+        .with_context(|| format!("cannot read {}", checkpoint.model_path().display()))?;
+    let optimizer = checkpoint.optimizer_bytes()?;
+    for worker in workers {
+        worker
+            .commands
+            .send(Command::Restore {
+                model: model.clone(),
+                optimizer: optimizer.clone(),
+            })
+            .map_err(|_| machine_lost())?;
+    }
+    for worker in workers {
+        match worker.replies.recv() {
+            Ok(Reply::Restore(r)) => r?,
+            _ => return Err(machine_lost()),
+        }
+    }
+    Ok(())
+}
+
+/// A device thread ended mid-run.
+fn device_lost(nodes: usize) -> anyhow::Error {
+    if nodes > 1 {
+        machine_lost()
+    } else {
+        anyhow!("a training device stopped unexpectedly")
+    }
+}
+
+/// A device thread ended in a run on several machines: the usual cause is another machine that
+/// stopped, whose all-reduce then fails on every other machine.
+fn machine_lost() -> anyhow::Error {
+    anyhow!(
+        "a training device stopped: another machine stopped or cannot be reached (the \
+         all-reduce failed); start every machine again with --resume to go on from the last \
+         checkpoint"
+    )
+}
+
+/// One device's part of [`exchange`]: the first device of each machine puts `value` in its
+/// machine's slot of a zero vector; the sum over all devices holds every machine's value.
+fn exchange_on<B: Backend>(
+    gather: Option<&CollectiveGather>,
+    group: &Group,
+    local_rank: usize,
+    value: u32,
+    device: &B::Device,
+) -> Result<Vec<u32>> {
+    let Some(gather) = gather else {
+        return Ok(vec![value]);
+    };
+    if value >= 1 << f32::MANTISSA_DIGITS {
+        bail!("{value} is too large to tell the other machines exactly");
+    }
+    let mut slots = vec![0.0f32; group.world / group.local];
+    if local_rank == 0 {
+        slots[group.node_rank] = value as f32;
+    }
+    let mine = Tensor::<B, 1>::from_floats(slots.as_slice(), device);
     let sum = all_reduce::<B>(
         gather.peer,
         mine.into_primitive().tensor(),
         ReduceOperation::Sum,
     )
-    .map_err(|e| anyhow!("the machines could not agree on the end of the epoch: {e:?}"))?;
-    let sum: f32 = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(sum))
-        .into_scalar()
-        .elem();
-    Ok(sum.round() as usize == gather.world)
+    .map_err(|e| anyhow!("the machines cannot reach each other: {e:?}"))?;
+    let values = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(sum))
+        .into_data()
+        .to_vec::<f32>()
+        .map_err(|e| anyhow!("{e:?}"))?;
+    Ok(values.iter().map(|v| v.round() as u32).collect())
 }
 
 fn snapshot(worker: &Worker) -> Result<(Vec<u8>, Vec<u8>)> {
@@ -606,20 +715,23 @@ fn spawn_worker<B: Backend>(
                 world: group.world,
             });
             let stored_tokenizer = tokenizer.stored_json().map(str::to_string);
+            // Each replica reads its own copy: separate autodiff graphs, same parameter ids.
+            let load = |model: Vec<u8>, optimizer: Option<Vec<u8>>| -> Result<Replica<B>> {
+                let (model, _) = model_from_bytes::<Autodiff<B>>(model, "the model", &device)?;
+                let model = freeze_for_stage(model, settings.frozen_text_cache_mb.is_some());
+                let mut replica =
+                    Replica::new(model, tokenizer.clone(), device.clone(), gather, settings);
+                if let Some(bytes) = optimizer {
+                    replica.load_optimizer(bytes)?;
+                }
+                Ok(replica)
+            };
             let setup = || -> Result<Replica<B>> {
                 if let Some(g) = &gather {
                     register::<B>(g.peer, device.clone(), group.config()?)
                         .map_err(|e| anyhow!("cannot join the device group: {e:?}"))?;
                 }
-                // Each replica reads its own copy: separate autodiff graphs, same parameter ids.
-                let (model, _) =
-                    model_from_bytes::<Autodiff<B>>(model.as_ref().clone(), "the model", &device)?;
-                let model = freeze_for_stage(model, settings.frozen_text_cache_mb.is_some());
-                let mut replica = Replica::new(model, tokenizer, device.clone(), gather, settings);
-                if let Some(bytes) = optimizer.as_ref() {
-                    replica.load_optimizer(bytes.clone())?;
-                }
-                Ok(replica)
+                load(model.as_ref().clone(), optimizer.as_ref().clone())
             };
             let mut replica = match setup() {
                 Ok(r) => {
@@ -636,7 +748,16 @@ fn spawn_worker<B: Backend>(
                     Command::Step { micro, lr, step } => {
                         Reply::Step(replica.step(&micro, lr, step))
                     }
-                    Command::Agree(have) => Reply::Agree(vote::<B>(gather.as_ref(), have, &device)),
+                    Command::Exchange(value) => Reply::Exchange(exchange_on::<B>(
+                        gather.as_ref(),
+                        &group,
+                        local_rank,
+                        value,
+                        &device,
+                    )),
+                    Command::Restore { model, optimizer } => {
+                        Reply::Restore(load(model, Some(optimizer)).map(|r| replica = r))
+                    }
                     Command::Snapshot => Reply::Snapshot((|| {
                         let model = model_to_bytes(
                             replica.model().clone(),
