@@ -887,12 +887,11 @@ async function loadVocab() {
   } catch (_) {
     return;
   }
-  const names = { voc: 'PASCAL VOC (20)', context: 'PASCAL Context (59)', coco_object: 'COCO Object (80)', ade20k: 'ADE20K (150)' };
-  for (const [key, title] of Object.entries(names)) {
-    if (!state.vocab.datasets[key]) continue;
+  // vocab.json's benchmarks, titled with their count of (foreground) classes.
+  for (const [key, d] of Object.entries(state.vocab.datasets)) {
     const o = document.createElement('option');
     o.value = key;
-    o.textContent = title;
+    o.textContent = `${d.title} (${d.classes.length - (d.with_background ? 1 : 0)})`;
     $('preset').append(o);
   }
 }

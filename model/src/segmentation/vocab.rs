@@ -16,9 +16,11 @@ pub struct Vocab {
     pub datasets: BTreeMap<String, DatasetVocab>,
 }
 
-/// A benchmark's classes (background first where it has one) and background threshold.
+/// A benchmark's name as people know it, classes (background first where it has one) and
+/// background threshold.
 #[derive(Debug, Clone, Deserialize)]
 pub struct DatasetVocab {
+    pub title: String,
     pub classes: Vec<String>,
     pub with_background: bool,
     pub bg_thresh: Option<f64>,

@@ -7,28 +7,31 @@ use ovseg_model::segmentation::{TemplateSet, Vocab};
 use burn::prelude::Backend;
 
 use crate::eval::baseline::evaluate_baseline;
-use crate::eval::datasets::{read_class_list, Dataset, Layout};
+use crate::eval::datasets::{read_class_list, Benchmark, Dataset, BENCHMARKS};
 use crate::eval::imagenet::{classify, read_val_list};
 use crate::eval::run::{evaluate, EvalOptions};
 use crate::files::write_atomically;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Benchmark {
-    Voc,
-    Context,
-    #[value(name = "coco_object")]
-    CocoObject,
-    Ade20k,
-    /// Zero-shot ImageNet classification (top-1/top-5) over a folder and its val.csv.
-    Imagenet,
+/// Zero-shot ImageNet classification (top-1/top-5) over a folder and its val.csv, beside the
+/// segmentation benchmarks.
+const IMAGENET: &str = "imagenet";
+
+fn dataset_names() -> clap::builder::PossibleValuesParser {
+    BENCHMARKS
+        .iter()
+        .map(|b| b.name)
+        .chain([IMAGENET])
+        .collect::<Vec<_>>()
+        .into()
 }
 
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
     model: super::ModelArgs,
-    #[arg(long, value_enum)]
-    dataset: Benchmark,
+    /// A segmentation benchmark, or imagenet (classification).
+    #[arg(long, value_parser = dataset_names())]
+    dataset: String,
     /// Dataset folder in the benchmark's usual layout.
     #[arg(long)]
     root: PathBuf,
@@ -84,39 +87,11 @@ fn run_on<B: Backend>(args: &Args, device: B::Device) -> Result<()> {
     }
     let classes = args.classes.as_deref().map(read_class_list).transpose()?;
 
-    let layout = match args.dataset {
-        Benchmark::Voc => Layout::Voc,
-        Benchmark::Context => Layout::Context,
-        Benchmark::CocoObject => Layout::CocoObject,
-        Benchmark::Ade20k => Layout::Ade20k,
-        Benchmark::Imagenet => {
-            let names = classes.unwrap_or_else(|| Vocab::get().imagenet_classes.clone());
-            let list = read_val_list(
-                &args
-                    .labels_file
-                    .clone()
-                    .unwrap_or_else(|| args.root.join("val.csv")),
-                names.len(),
-            )?;
-            let list = &list[..args.limit.unwrap_or(usize::MAX).min(list.len())];
-            let template = args.template.unwrap_or(TemplateSet::Full);
-            let (model, tokenizer) = args.model.load::<B>(&device)?;
-            let progress = bar();
-            let report = classify(
-                &model, &tokenizer, &args.root, list, &names, template, 32, &progress, &device,
-            )?;
-            progress.finish_and_clear();
-            println!(
-                "imagenet: {} images, top-1 {:.2}, top-5 {:.2}",
-                report.images, report.top1, report.top5
-            );
-            if let Some(out) = &args.out {
-                write_atomically(out, serde_json::to_string_pretty(&report)?.as_bytes())?;
-            }
-            return Ok(());
-        }
-    };
-    let dataset = Dataset::open(layout, &args.root, classes, args.bg_thresh)?;
+    if args.dataset == IMAGENET {
+        return imagenet::<B>(args, classes, device);
+    }
+    let benchmark = Benchmark::named(&args.dataset)?;
+    let dataset = Dataset::open(benchmark, &args.root, classes, args.bg_thresh)?;
     let (model, tokenizer) = args.model.load::<B>(&device)?;
     let options = EvalOptions {
         template: args.template.unwrap_or(TemplateSet::Simple),
@@ -140,6 +115,38 @@ fn run_on<B: Backend>(args: &Args, device: B::Device) -> Result<()> {
         return Ok(());
     }
     print!("{}", report.table());
+    if let Some(out) = &args.out {
+        write_atomically(out, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// `--dataset imagenet`: top-1 and top-5 zero-shot classification.
+fn imagenet<B: Backend>(
+    args: &Args,
+    classes: Option<Vec<String>>,
+    device: B::Device,
+) -> Result<()> {
+    let names = classes.unwrap_or_else(|| Vocab::get().imagenet_classes.clone());
+    let list = read_val_list(
+        &args
+            .labels_file
+            .clone()
+            .unwrap_or_else(|| args.root.join("val.csv")),
+        names.len(),
+    )?;
+    let list = &list[..args.limit.unwrap_or(usize::MAX).min(list.len())];
+    let template = args.template.unwrap_or(TemplateSet::Full);
+    let (model, tokenizer) = args.model.load::<B>(&device)?;
+    let progress = bar();
+    let report = classify(
+        &model, &tokenizer, &args.root, list, &names, template, 32, &progress, &device,
+    )?;
+    progress.finish_and_clear();
+    println!(
+        "imagenet: {} images, top-1 {:.2}, top-5 {:.2}",
+        report.images, report.top1, report.top5
+    );
     if let Some(out) = &args.out {
         write_atomically(out, serde_json::to_string_pretty(&report)?.as_bytes())?;
     }

@@ -14,11 +14,10 @@ use ovseg_model::segmentation::{ClassEmbedder, TemplateSet, Vocab};
 use serde_json::json;
 
 use crate::backend::Cpu;
+use crate::eval::datasets::BENCHMARKS;
 use crate::files::write_atomically;
 use crate::model_io::{load_model, IMAGE_PACK, TEXT_PACK};
 
-/// The vocabularies whose class embeddings are precomputed (keys of `vocab.json` datasets).
-pub const PRESETS: [&str; 4] = ["voc", "context", "coco_object", "ade20k"];
 /// The words the page starts with (`www/index.html`), precomputed too so that its first
 /// segmentation never waits for the text encoder.
 pub const PAGE_LABELS: &str = "person, rocket, flag, sky";
@@ -78,7 +77,8 @@ pub fn run(args: Args) -> Result<()> {
     let model = Pack::from_bytes(text_pack.clone(), TEXT_PACK)?.load_into(stored, &config)?;
 
     let mut sets = Vec::new();
-    for name in PRESETS {
+    // Every benchmark's classes are precomputed.
+    for name in BENCHMARKS.iter().map(|b| b.name) {
         let vocab = Vocab::get().dataset(name)?;
         let labels: Vec<String> = vocab
             .foreground()
@@ -147,7 +147,7 @@ pub fn run(args: Args) -> Result<()> {
         args.precision,
         size(TEXT_PACK),
         size("classes.json"),
-        PRESETS.join(", "),
+        BENCHMARKS.map(|b| b.name).join(", "),
         if args.labels.is_empty() { String::new() } else { format!(" and {} --labels sets", args.labels.len()) }
     );
     Ok(())

@@ -12,7 +12,7 @@ use ovseg_model::text::TextTokenizer;
 use ovseg_model::OvsegConfig;
 
 use crate::backend::DeviceKind;
-use crate::eval::datasets::{Dataset, Layout};
+use crate::eval::datasets::{Benchmark, Dataset};
 use crate::eval::run::{evaluate, EvalOptions};
 use crate::model_io::{check_tokenizer, load_model, load_tokenizer, read_config};
 use crate::train::config::{Autocast, TrainConfig};
@@ -267,10 +267,10 @@ fn run_on<B: Backend>(args: Args, devices: Vec<B::Device>) -> Result<()> {
                 Some(c) => Some(crate::eval::datasets::read_class_list(c)?),
                 None => None,
             };
-            let layout = Layout::parse(&spec.dataset)?;
+            let benchmark = Benchmark::named(&spec.dataset)?;
             Some((
                 spec.clone(),
-                Dataset::open(layout, &spec.root, classes, None)?,
+                Dataset::open(benchmark, &spec.root, classes, None)?,
             ))
         }
         None => None,

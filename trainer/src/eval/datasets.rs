@@ -6,36 +6,84 @@ use anyhow::{bail, Context, Result};
 use ovseg_model::eval::LabelTransform;
 use ovseg_model::segmentation::Vocab;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Layout {
-    /// PASCAL VOC 2012: JPEGImages, SegmentationClass, ImageSets/Segmentation/val.txt.
-    Voc,
-    /// PASCAL Context (59 classes + background): SegmentationClassContext, ImageSets/SegmentationContext/val.txt.
-    Context,
-    /// COCO Object (GroupViT's conversion): images/val2017, annotations/val2017_cocoobject/*_instanceTrainIds.png.
-    CocoObject,
-    /// ADE20K: images/validation, annotations/validation (labels shifted down, 0 ignored).
-    Ade20k,
+/// A segmentation benchmark in its usual folder layout (docs/cli.md, "ovseg eval"): where its
+/// pictures, labels and split live and how its label values count. Its classes, background
+/// threshold, palette and display title are the `vocab.json` dataset of the same name.
+#[derive(Debug)]
+pub struct Benchmark {
+    pub name: &'static str,
+    /// Folder of the pictures, `ID.jpg`.
+    pub images: &'static str,
+    /// Folder of the label files, `ID` + `label_suffix`.
+    pub labels: &'static str,
+    pub label_suffix: &'static str,
+    /// The file listing the ids to score; `None`: every label file in `labels`.
+    pub split: Option<&'static str>,
+    pub transform: LabelTransform,
 }
 
-impl Layout {
-    /// From the names `vocab_name` gives.
-    pub fn parse(name: &str) -> Result<Self> {
-        [Self::Voc, Self::Context, Self::CocoObject, Self::Ade20k]
-            .into_iter()
-            .find(|l| l.vocab_name() == name)
-            .with_context(|| {
-                format!("unknown dataset layout {name:?} (voc, context, coco_object, ade20k)")
-            })
+/// Every segmentation benchmark, one row each.
+pub const BENCHMARKS: [Benchmark; 4] = [
+    Benchmark {
+        name: "voc",
+        images: "JPEGImages",
+        labels: "SegmentationClass",
+        label_suffix: ".png",
+        split: Some("ImageSets/Segmentation/val.txt"),
+        transform: LabelTransform::Identity,
+    },
+    Benchmark {
+        name: "context",
+        images: "JPEGImages",
+        labels: "SegmentationClassContext",
+        label_suffix: ".png",
+        split: Some("ImageSets/SegmentationContext/val.txt"),
+        transform: LabelTransform::Identity,
+    },
+    // GroupViT's conversion of COCO to 80 object classes.
+    Benchmark {
+        name: "coco_object",
+        images: "images/val2017",
+        labels: "annotations/val2017_cocoobject",
+        label_suffix: "_instanceTrainIds.png",
+        split: None,
+        transform: LabelTransform::Identity,
+    },
+    // mmseg's ADE20K: label 0 is "other" (ignored), classes count from 1.
+    Benchmark {
+        name: "ade20k",
+        images: "images/validation",
+        labels: "annotations/validation",
+        label_suffix: ".png",
+        split: None,
+        transform: LabelTransform::ReduceZero,
+    },
+];
+
+impl Benchmark {
+    pub fn named(name: &str) -> Result<&'static Benchmark> {
+        BENCHMARKS.iter().find(|b| b.name == name).with_context(|| {
+            let known: Vec<&str> = BENCHMARKS.iter().map(|b| b.name).collect();
+            format!("unknown benchmark {name:?} ({})", known.join(", "))
+        })
     }
 
-    pub fn vocab_name(self) -> &'static str {
-        match self {
-            Self::Voc => "voc",
-            Self::Context => "context",
-            Self::CocoObject => "coco_object",
-            Self::Ade20k => "ade20k",
-        }
+    /// The (picture, label) pairs under `root`.
+    fn samples(&self, root: &Path) -> Result<Vec<Sample>> {
+        let ids = match self.split {
+            Some(split) => split_ids(&root.join(split))?,
+            None => files_with_suffix(&root.join(self.labels), self.label_suffix)?,
+        };
+        Ok(ids
+            .into_iter()
+            .map(|id| Sample {
+                image: root.join(self.images).join(format!("{id}.jpg")),
+                label: root
+                    .join(self.labels)
+                    .join(format!("{id}{}", self.label_suffix)),
+                id,
+            })
+            .collect())
     }
 }
 
@@ -104,25 +152,11 @@ fn files_with_suffix(dir: &Path, suffix: &str) -> Result<Vec<String>> {
     Ok(stems)
 }
 
-/// Every `<id><suffix>` label in `labels` with its picture `<id>.jpg` in `images` (COCO Object,
-/// ADE20K: no split file, the annotation folder is the split).
-fn paired_folders(root: &Path, images: &str, labels: &str, suffix: &str) -> Result<Vec<Sample>> {
-    let labels = root.join(labels);
-    Ok(files_with_suffix(&labels, suffix)?
-        .into_iter()
-        .map(|id| Sample {
-            image: root.join(images).join(format!("{id}.jpg")),
-            label: labels.join(format!("{id}{suffix}")),
-            id,
-        })
-        .collect())
-}
-
 impl Dataset {
-    /// Reads `root` in `layout`. `classes` (background first when `with_background`) and
+    /// Reads `benchmark` under `root`. `classes` (background first when `with_background`) and
     /// `bg_thresh` override the benchmark's own, for custom data in the same layout.
     pub fn open(
-        layout: Layout,
+        benchmark: &Benchmark,
         root: &Path,
         classes: Option<Vec<String>>,
         bg_thresh: Option<f64>,
@@ -130,41 +164,13 @@ impl Dataset {
         if !root.is_dir() {
             bail!("dataset root {} is not a folder", root.display());
         }
-        let vocab = Vocab::get().dataset(layout.vocab_name())?;
-        let samples: Vec<Sample> = match layout {
-            Layout::Voc | Layout::Context => {
-                let (labels, split) = if layout == Layout::Voc {
-                    ("SegmentationClass", "ImageSets/Segmentation/val.txt")
-                } else {
-                    (
-                        "SegmentationClassContext",
-                        "ImageSets/SegmentationContext/val.txt",
-                    )
-                };
-                split_ids(&root.join(split))?
-                    .into_iter()
-                    .map(|id| Sample {
-                        image: root.join("JPEGImages").join(format!("{id}.jpg")),
-                        label: root.join(labels).join(format!("{id}.png")),
-                        id,
-                    })
-                    .collect()
-            }
-            Layout::CocoObject => paired_folders(
-                root,
-                "images/val2017",
-                "annotations/val2017_cocoobject",
-                "_instanceTrainIds.png",
-            )?,
-            Layout::Ade20k => {
-                paired_folders(root, "images/validation", "annotations/validation", ".png")?
-            }
-        };
+        let vocab = Vocab::get().dataset(benchmark.name)?;
+        let samples = benchmark.samples(root)?;
         if samples.is_empty() {
             bail!(
-                "no samples found in {} ({:?} layout)",
+                "no samples found in {} ({} layout)",
                 root.display(),
-                layout
+                benchmark.name
             );
         }
         if let Some(missing) = samples.iter().find(|s| !s.image.is_file()) {
@@ -189,12 +195,12 @@ impl Dataset {
         };
         if with_background && classes.len() < 2 {
             bail!(
-                "a {:?} class list needs the background first and at least one class",
-                layout
+                "a {} class list needs the background first and at least one class",
+                benchmark.name
             );
         }
         Ok(Self {
-            name: layout.vocab_name().to_string(),
+            name: benchmark.name.to_string(),
             samples,
             palette: vocab.palette.clone().filter(|p| p.len() >= classes.len()),
             classes,
@@ -204,11 +210,7 @@ impl Dataset {
             } else {
                 None
             },
-            transform: if layout == Layout::Ade20k {
-                LabelTransform::ReduceZero
-            } else {
-                LabelTransform::Identity
-            },
+            transform: benchmark.transform,
         })
     }
 
