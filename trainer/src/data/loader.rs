@@ -180,12 +180,12 @@ pub struct Loader {
 struct Inner {
     source: Source,
     config: DataConfig,
-    layout: Layout,
+    layout: BatchLayout,
     skips: SkipLog,
 }
 
 /// Which sample positions make this machine's batches.
-enum Layout {
+enum BatchLayout {
     /// A meta-file: every machine lists the whole epoch in the same order and makes its `rows`
     /// (`mine`) of each global batch of `global` samples, so the draws of every sample are those
     /// of a one-machine run.
@@ -206,8 +206,8 @@ enum Layout {
     },
 }
 
-impl Layout {
-    fn new(source: &Source, config: &DataConfig) -> Layout {
+impl BatchLayout {
+    fn new(source: &Source, config: &DataConfig) -> BatchLayout {
         let share = config.share;
         match source {
             Source::Meta { .. } => {
@@ -216,14 +216,14 @@ impl Layout {
                 for &row in &rows {
                     mine[row] = true;
                 }
-                Layout::Rows {
+                BatchLayout::Rows {
                     global: config.batch_size,
                     rows,
                     mine,
                     micro: share.micro_rows(config.batch_size),
                 }
             }
-            Source::Shards { .. } => Layout::Stream {
+            Source::Shards { .. } => BatchLayout::Stream {
                 batch: share.rows_per_node(config.batch_size),
                 node: share.node,
                 nodes: share.nodes,
@@ -235,23 +235,25 @@ impl Layout {
     /// Samples one device trains in one micro-step.
     fn micro_rows(&self) -> usize {
         match self {
-            Layout::Rows { micro, .. } | Layout::Stream { micro, .. } => *micro,
+            BatchLayout::Rows { micro, .. } | BatchLayout::Stream { micro, .. } => *micro,
         }
     }
 
     /// Samples in one of this machine's batches.
     fn size(&self) -> usize {
         match self {
-            Layout::Rows { rows, .. } => rows.len(),
-            Layout::Stream { batch, .. } => *batch,
+            BatchLayout::Rows { rows, .. } => rows.len(),
+            BatchLayout::Stream { batch, .. } => *batch,
         }
     }
 
     /// The positions batch `index` of this machine takes, in order.
     fn slots(&self, index: usize) -> Vec<usize> {
         match self {
-            Layout::Rows { global, rows, .. } => rows.iter().map(|r| index * global + r).collect(),
-            Layout::Stream {
+            BatchLayout::Rows { global, rows, .. } => {
+                rows.iter().map(|r| index * global + r).collect()
+            }
+            BatchLayout::Stream {
                 batch, node, nodes, ..
             } => (index * batch..(index + 1) * batch)
                 .map(|i| i * nodes + node)
@@ -263,8 +265,8 @@ impl Layout {
     /// positions of a meta-file epoch; this machine's samples of a stream).
     fn fits(&self, index: usize, total: usize) -> bool {
         let per_batch = match self {
-            Layout::Rows { global, .. } => *global,
-            Layout::Stream { batch, .. } => *batch,
+            BatchLayout::Rows { global, .. } => *global,
+            BatchLayout::Stream { batch, .. } => *batch,
         };
         (index + 1) * per_batch <= total
     }
@@ -314,7 +316,7 @@ impl Loader {
         };
         Ok(Loader {
             inner: Arc::new(Inner {
-                layout: Layout::new(&source, &config),
+                layout: BatchLayout::new(&source, &config),
                 source,
                 config,
                 skips,
@@ -344,11 +346,11 @@ impl Loader {
             .name("ovseg-data-feeder".into())
             .spawn(move || {
                 let result = match (&inner.source, &inner.layout) {
-                    (Source::Meta { images, index, .. }, Layout::Rows { mine, .. }) => {
+                    (Source::Meta { images, index, .. }, BatchLayout::Rows { mine, .. }) => {
                         feed_meta(&inner.config, images, index, mine, epoch, start, &jobs_tx)
                     }
-                    (Source::Meta { .. }, Layout::Stream { .. }) => {
-                        unreachable!("Layout::new gives meta-files rows")
+                    (Source::Meta { .. }, BatchLayout::Stream { .. }) => {
+                        unreachable!("BatchLayout::new gives meta-files rows")
                     }
                     (Source::Shards { shards }, _) => {
                         feed_shards(&inner.config, shards, &inner.skips, epoch, start, &jobs_tx)
