@@ -18,7 +18,7 @@ use crate::model_io::{check_tokenizer, load_model, load_tokenizer, read_config};
 use crate::train::config::{Autocast, TrainConfig};
 use crate::train::run::{train, RunOptions};
 use crate::train::source::LoaderSource;
-use ovseg_trainer::data::{DataConfig, EntityIndex, Loader, Share, Source, Stage};
+use ovseg_trainer::data::{DataConfig, EntityIndex, Loader, Share, Source};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -422,11 +422,7 @@ fn initial_model<B: Backend>(
 
 /// The loader of this machine's `share` of every global batch.
 fn data_source(args: &Args, config: &TrainConfig, share: Share) -> Result<LoaderSource> {
-    let stage = if config.stage_two() {
-        Stage::Two
-    } else {
-        Stage::One
-    };
+    let stage = config.stage;
     let global_batch = config.global_batch(share.devices * share.nodes);
     let mut data_config = DataConfig::new(stage, global_batch, config.seed);
     data_config.share = share;

@@ -21,10 +21,39 @@ pub const STD: [f32; 3] = [58.395, 57.12, 57.375];
 /// timm's `img_mean` hparam: round(255 * mean), the fill of rotations, shears and translations.
 pub const FILL: [u8; 3] = [124, 116, 104];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The paper's two training stages; recipes and checkpoints write them as 1 and 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
 pub enum Stage {
     One,
     Two,
+}
+
+impl TryFrom<u8> for Stage {
+    type Error = String;
+
+    fn try_from(n: u8) -> Result<Self, String> {
+        match n {
+            1 => Ok(Stage::One),
+            2 => Ok(Stage::Two),
+            n => Err(format!("stage must be 1 or 2, not {n}")),
+        }
+    }
+}
+
+impl From<Stage> for u8 {
+    fn from(stage: Stage) -> u8 {
+        match stage {
+            Stage::One => 1,
+            Stage::Two => 2,
+        }
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", u8::from(*self))
+    }
 }
 
 /// What training does to a picture. [`Augmentation::paper`] gives the reference's for each

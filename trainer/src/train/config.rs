@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use ovseg_trainer::data::loader::Augmentation;
+use ovseg_trainer::data::loader::{Augmentation, Stage};
 
 use super::optimizer::AdamWSettings;
 use super::schedule::CosineSchedule;
@@ -16,7 +16,7 @@ use super::schedule::CosineSchedule;
 pub struct TrainConfig {
     /// 1: matching + masked entity, everything trained. 2: adds the cross-image mask loss,
     /// freezes the text encoder and moves the momentum encoder by EMA.
-    pub stage: u8,
+    pub stage: Stage,
     pub epochs: usize,
     /// Samples per device in one forward.
     pub batch_size: usize,
@@ -154,7 +154,7 @@ impl TrainConfig {
     /// epochs from 1.6e-5, cosine down to 1.6e-4.
     pub fn stage1() -> Self {
         Self {
-            stage: 1,
+            stage: Stage::One,
             epochs: 30,
             batch_size: 256,
             accumulation: 1,
@@ -187,7 +187,7 @@ impl TrainConfig {
     /// lr 1e-5 to 1e-6 without warmup.
     pub fn stage2() -> Self {
         Self {
-            stage: 2,
+            stage: Stage::Two,
             epochs: 10,
             batch_size: 128,
             base_lr: 1e-5,
@@ -219,9 +219,6 @@ impl TrainConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if !(1..=2).contains(&self.stage) {
-            bail!("stage must be 1 or 2, not {}", self.stage);
-        }
         if self.batch_size == 0 || self.accumulation == 0 || self.epochs == 0 {
             bail!("batch_size, accumulation and epochs must be at least 1");
         }
@@ -246,7 +243,7 @@ impl TrainConfig {
     }
 
     pub fn stage_two(&self) -> bool {
-        self.stage == 2
+        self.stage == Stage::Two
     }
 
     /// The text encoder gets no gradient: stage 2, or stage 1 with `freeze_text_encoder`.
@@ -378,5 +375,12 @@ mod tests {
         assert_eq!(back, TrainConfig::stage2());
         let typo = json.replace("\"epochs\"", "\"epoch\"");
         assert!(serde_json::from_str::<TrainConfig>(&typo).is_err());
+        // Stages are written 1 and 2; any other number names the rule.
+        assert!(json.contains("\"stage\":2"), "{json}");
+        let third = json.replace("\"stage\":2", "\"stage\":3");
+        let e = serde_json::from_str::<TrainConfig>(&third)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("stage must be 1 or 2, not 3"), "{e}");
     }
 }

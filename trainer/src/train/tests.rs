@@ -12,6 +12,7 @@ use burn::prelude::*;
 use ovseg_model::record::{model_from_bytes, model_to_bytes, Precision};
 use ovseg_model::text::TextTokenizer;
 use ovseg_model::OvsegConfig;
+use ovseg_trainer::data::Stage;
 
 use super::config::TrainConfig;
 use super::optimizer::no_decay_params;
@@ -110,7 +111,7 @@ fn noisy_model_config() -> OvsegConfig {
 
 fn train_config(stage: u8, batch: usize, steps: usize) -> TrainConfig {
     TrainConfig {
-        stage,
+        stage: Stage::try_from(stage).unwrap(),
         epochs: 1,
         batch_size: batch,
         base_lr: 1e-3,
@@ -214,7 +215,7 @@ impl Job {
             batch: self.global_batch,
             batches: 6,
             image_size: 64,
-            stage_two: self.config.stage == 2,
+            stage_two: self.config.stage == Stage::Two,
             poison: self.poison.clone(),
         };
         let options = RunOptions {
