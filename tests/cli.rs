@@ -590,7 +590,7 @@ fn segment_prints_a_share_link_holding_the_label_map() {
         .lines()
         .find(|l| l.starts_with("https://example.org/ovseg/#ovseg1."))
         .unwrap_or_else(|| panic!("no link in {stdout}"));
-    let shared = ovseg_model::share::Shared::from_link(link).unwrap();
+    let shared = ovseg_model::share::ShareLink::from_link(link).unwrap();
     let (labels, w, h) = read_mask(&mask);
     assert_eq!((shared.width, shared.height), (w as usize, h as usize));
     assert!(shared
@@ -602,7 +602,7 @@ fn segment_prints_a_share_link_holding_the_label_map() {
     assert!(shared.background && shared.bg_thresh == 0.95);
     assert_eq!(shared.model, "https://example.org/ovseg/demo/model.ovseg");
     match &shared.picture {
-        ovseg_model::share::SharedPicture::Jpeg(j) => {
+        ovseg_model::share::LinkPicture::Jpeg(j) => {
             let small = image::load_from_memory(j).unwrap();
             assert_eq!((small.width(), small.height()), (256, 171));
         }

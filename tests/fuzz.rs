@@ -14,9 +14,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use ovseg_model::checksum;
-use ovseg_model::pack::{write_pack, Pack, Part, Storage};
+use ovseg_model::pack::{write_pack, Pack, PackPart, Storage};
 use ovseg_model::record::{model_from_bytes, model_to_bytes, Precision};
-use ovseg_model::share::{Shared, SharedPicture};
+use ovseg_model::share::{LinkPicture, ShareLink};
 use ovseg_model::OvsegConfig;
 
 /// Runs `cases` damaged copies of `valid` through `read`; fails naming the first panicking seed.
@@ -81,9 +81,9 @@ fn damage(valid: &[u8], rng: &mut ChaCha8Rng) -> Vec<u8> {
     bytes
 }
 
-fn shared() -> Shared {
+fn shared() -> ShareLink {
     let (width, height) = (64, 48);
-    Shared {
+    ShareLink {
         labels: vec!["cat".into(), "sofa".into(), "window".into()],
         background: true,
         bg_thresh: 0.9,
@@ -92,7 +92,7 @@ fn shared() -> Shared {
         width,
         height,
         mask: (0..width * height).map(|i| ((i / 7) % 4) as u8).collect(),
-        picture: SharedPicture::Url("https://example.org/cat.jpg".into()),
+        picture: LinkPicture::Url("https://example.org/cat.jpg".into()),
     }
 }
 
@@ -112,13 +112,13 @@ fn share_link_decoder() {
             "#ovseg1.{}",
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(packed)
         );
-        if let Ok(s) = Shared::from_link(&link) {
+        if let Ok(s) = ShareLink::from_link(&link) {
             assert_eq!(s.mask.len(), s.width * s.height);
             assert!(s.mask.iter().all(|&m| (m as usize) < s.classes()));
         }
     });
     fuzz("share text", 4000, fragment.as_bytes(), |damaged| {
-        let _ = Shared::from_link(&String::from_utf8_lossy(&damaged));
+        let _ = ShareLink::from_link(&String::from_utf8_lossy(&damaged));
     });
 }
 
@@ -162,7 +162,10 @@ fn fuzz_sealed(name: &str, cases: u64, valid: &[u8], read: impl Fn(Vec<u8>)) {
 #[test]
 fn weight_pack_reader() {
     let (config, model) = tiny();
-    for (part, storage) in [(Part::Image, Storage::Int8), (Part::Text, Storage::F16)] {
+    for (part, storage) in [
+        (PackPart::Image, Storage::Int8),
+        (PackPart::Text, Storage::F16),
+    ] {
         let valid = write_pack(&model, &config, part, storage, None).unwrap();
         fuzz_sealed("weight pack", 600, &valid, |damaged| {
             if let Ok(pack) = Pack::from_bytes(damaged, "fuzz.ovsegpack") {

@@ -4,7 +4,7 @@
 //! model and segment with given class embeddings; the text part (BERT, text projector) is
 //! added when words outside the presets have to be encoded.
 //!
-//! Layout: `OVSEGPAK`, a little-endian u32 header length, the JSON [`Header`], then the tensor
+//! Layout: `OVSEGPAK`, a little-endian u32 header length, the JSON [`PackHeader`], then the tensor
 //! bytes. Each tensor is f32, f16, `q8` or `q6`: blocks of [`Q_BLOCK`] consecutive values
 //! (row-major) sharing one f16 scale, stored as all the scales then all the integers, so a value
 //! is `scale[i / Q_BLOCK] * q[i]` (symmetric blocks, as ggml's Q8_0 with larger blocks). `q8`
@@ -39,12 +39,12 @@ const MAX_HEADER: usize = 16 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Part {
+pub enum PackPart {
     Image,
     Text,
 }
 
-impl Part {
+impl PackPart {
     /// Which part a parameter path (as the module visitor names it) belongs to.
     pub fn of(path: &str) -> Self {
         if path.starts_with("text_encoder.") || path.starts_with("text_projector.") {
@@ -162,9 +162,9 @@ struct Entry {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Header {
+struct PackHeader {
     format: u32,
-    part: Part,
+    part: PackPart,
     storage: String,
     config: OvsegConfig,
     /// The text part's `tokenizer.json`; absent for the built-in uncased BERT one.
@@ -175,7 +175,7 @@ struct Header {
 
 /// A decoded pack: its header and tensor bytes, not yet on a device.
 pub struct Pack {
-    header: Header,
+    header: PackHeader,
     /// The whole file (tensors at their entries' `span`).
     bytes: Vec<u8>,
     origin: String,
@@ -191,7 +191,7 @@ pub fn is_pack(bytes: &[u8]) -> bool {
 pub fn write_pack<B: Backend>(
     model: &OvSegmentor<B>,
     config: &OvsegConfig,
-    part: Part,
+    part: PackPart,
     storage: Storage,
     tokenizer: Option<&str>,
 ) -> Result<Vec<u8>, OvsegError> {
@@ -199,7 +199,7 @@ pub fn write_pack<B: Backend>(
     let mut data = Vec::new();
     let mut problem = None;
     for_each_float_param(&model.clone().into_inference(), |path, shape, value| {
-        if Part::of(path) != part || problem.is_some() {
+        if PackPart::of(path) != part || problem.is_some() {
             return;
         }
         match encode_tensor(path, shape, value(), storage, &mut data) {
@@ -210,12 +210,12 @@ pub fn write_pack<B: Backend>(
     if let Some(e) = problem {
         return Err(e);
     }
-    let header = Header {
+    let header = PackHeader {
         format: PACK_FORMAT,
         part,
         storage: storage.name().into(),
         config: config.clone(),
-        tokenizer: (part == Part::Text)
+        tokenizer: (part == PackPart::Text)
             .then_some(tokenizer)
             .flatten()
             .map(str::to_string),
@@ -338,7 +338,7 @@ impl Pack {
                 bytes.len()
             )));
         }
-        let mut header: Header = serde_json::from_slice(&bytes[12..data_start])
+        let mut header: PackHeader = serde_json::from_slice(&bytes[12..data_start])
             .map_err(|e| fail(format!("unreadable header: {e}")))?;
         if !(1..=PACK_FORMAT).contains(&header.format) {
             return Err(fail(format!(
@@ -396,7 +396,7 @@ impl Pack {
         })
     }
 
-    pub fn part(&self) -> Part {
+    pub fn part(&self) -> PackPart {
         self.header.part
     }
 
@@ -462,7 +462,7 @@ impl Pack {
     /// text part stays unmaterialised (burn's lazy parameters) until [`Pack::load_into`] gives
     /// it weights, so it costs nothing before.
     pub fn init_model<B: Backend>(&self, device: &B::Device) -> Result<OvSegmentor<B>, OvsegError> {
-        if self.part() != Part::Image {
+        if self.part() != PackPart::Image {
             return Err(self.fail(format!(
                 "a {} pack: the model is built from its image pack",
                 self.part().name()
@@ -490,7 +490,7 @@ impl Pack {
             .iter()
             .map(|e| (e.path.as_str(), e))
             .collect();
-        let mut loader = Loader {
+        let mut loader = PackReader {
             pack: self,
             entries,
             part: self.part(),
@@ -517,16 +517,16 @@ impl Pack {
     }
 }
 
-struct Loader<'a> {
+struct PackReader<'a> {
     pack: &'a Pack,
     entries: HashMap<&'a str, &'a Entry>,
-    part: Part,
+    part: PackPart,
     path: Vec<String>,
     used: usize,
     problems: Vec<String>,
 }
 
-impl<B: Backend> ModuleMapper<B> for Loader<'_> {
+impl<B: Backend> ModuleMapper<B> for PackReader<'_> {
     fn enter_module(&mut self, name: &str, _: &str) {
         self.path.push(name.to_string());
     }
@@ -537,7 +537,7 @@ impl<B: Backend> ModuleMapper<B> for Loader<'_> {
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         let path = self.path.join(".");
-        if Part::of(&path) != self.part {
+        if PackPart::of(&path) != self.part {
             return param;
         }
         let Some(entry) = self.entries.get(path.as_str()) else {
@@ -570,14 +570,14 @@ pub fn part_sizes<B: Backend>(
     config: &OvsegConfig,
     storage: Storage,
     device: &B::Device,
-) -> [(Part, usize, usize); 2] {
+) -> [(PackPart, usize, usize); 2] {
     let (mut image, mut text) = ((0, 0), (0, 0));
     let model = config.init_inference::<B>(device);
     for_each_float_param(&model, |path, shape, _| {
         let n: usize = shape.iter().product();
-        let slot = match Part::of(path) {
-            Part::Image => &mut image,
-            Part::Text => &mut text,
+        let slot = match PackPart::of(path) {
+            PackPart::Image => &mut image,
+            PackPart::Text => &mut text,
         };
         let bytes = storage.dtype_for(path, &shape).bytes_for(n as u64);
         slot.0 += n;
@@ -586,8 +586,8 @@ pub fn part_sizes<B: Backend>(
             .unwrap_or(usize::MAX);
     });
     [
-        (Part::Image, image.0, image.1),
-        (Part::Text, text.0, text.1),
+        (PackPart::Image, image.0, image.1),
+        (PackPart::Text, text.0, text.1),
     ]
 }
 
@@ -644,8 +644,8 @@ mod tests {
             (Storage::Int6, 0.5 / 31.0 + 1e-3),
             (Storage::Int8Mlp6, 0.5 / 31.0 + 1e-3),
         ] {
-            let image = write_pack(&model, &config, Part::Image, storage, None).unwrap();
-            let text = write_pack(&model, &config, Part::Text, storage, None).unwrap();
+            let image = write_pack(&model, &config, PackPart::Image, storage, None).unwrap();
+            let text = write_pack(&model, &config, PackPart::Text, storage, None).unwrap();
             let image = Pack::from_bytes(image, "image.pack").unwrap();
             let text = Pack::from_bytes(text, "text.pack").unwrap();
             let back = image.init_model::<NdArray>(&device).unwrap();
@@ -660,7 +660,7 @@ mod tests {
         let device = Default::default();
         let config = tiny();
         let model = config.init::<NdArray>(&device);
-        let bytes = write_pack(&model, &config, Part::Image, Storage::F16, None).unwrap();
+        let bytes = write_pack(&model, &config, PackPart::Image, Storage::F16, None).unwrap();
         let back = Pack::from_bytes(bytes, "image.pack")
             .unwrap()
             .init_model::<NdArray>(&device)
@@ -680,9 +680,9 @@ mod tests {
             assert_eq!(bytes.len() as u64, dtype.bytes_for(201).unwrap());
             let span = 0..bytes.len();
             let pack = Pack {
-                header: Header {
+                header: PackHeader {
                     format: PACK_FORMAT,
-                    part: Part::Image,
+                    part: PackPart::Image,
                     storage: "int8".into(),
                     config: tiny(),
                     tokenizer: None,
@@ -718,7 +718,7 @@ mod tests {
         let device = Default::default();
         let config = tiny();
         let model = config.init::<NdArray>(&device);
-        let bytes = write_pack(&model, &config, Part::Image, Storage::Int8, None).unwrap();
+        let bytes = write_pack(&model, &config, PackPart::Image, Storage::Int8, None).unwrap();
         // Damage behind a valid checksum, as a hostile writer would make it.
         let resealed = |mut b: Vec<u8>| {
             b.truncate(b.len() - checksum::TRAILER_LEN);
@@ -764,7 +764,7 @@ mod tests {
                 "{e}"
             );
         }
-        let text = write_pack(&model, &config, Part::Text, Storage::F16, None).unwrap();
+        let text = write_pack(&model, &config, PackPart::Text, Storage::F16, None).unwrap();
         let e = Pack::from_bytes(text, "text.ovsegpack")
             .unwrap()
             .init_model::<NdArray>(&device)
@@ -805,7 +805,7 @@ mod tests {
         let device = Default::default();
         let config = tiny();
         let model = config.init::<NdArray>(&device);
-        let sealed = write_pack(&model, &config, Part::Image, Storage::F16, None).unwrap();
+        let sealed = write_pack(&model, &config, PackPart::Image, Storage::F16, None).unwrap();
         let unsealed = sealed[..sealed.len() - checksum::TRAILER_LEN].to_vec();
         let e = Pack::from_bytes(unsealed.clone(), "new.ovsegpack")
             .err()
@@ -825,7 +825,9 @@ mod tests {
         let expected = again.init_model::<NdArray>(&device).unwrap();
         let image = |m: &OvSegmentor<NdArray>| -> Vec<_> {
             let params = float_params(m).into_iter();
-            params.filter(|(p, _)| Part::of(p) == Part::Image).collect()
+            params
+                .filter(|(p, _)| PackPart::of(p) == PackPart::Image)
+                .collect()
         };
         assert_eq!(max_relative_error(image(&rebuilt), image(&expected)), 0.0);
     }

@@ -53,7 +53,7 @@ pub enum ShareError {
 
 /// Where the picture of a shared segmentation comes from.
 #[derive(Debug, Clone, PartialEq)]
-pub enum SharedPicture {
+pub enum LinkPicture {
     /// Not included: the label map is shown alone.
     None,
     /// The URL the picture was loaded from.
@@ -64,7 +64,7 @@ pub enum SharedPicture {
 
 /// One segmentation as a link holds it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Shared {
+pub struct ShareLink {
     pub labels: Vec<String>,
     pub background: bool,
     pub bg_thresh: f64,
@@ -75,12 +75,12 @@ pub struct Shared {
     pub height: usize,
     /// Label indices, row-major, background 0 when `background`.
     pub mask: Vec<u8>,
-    pub picture: SharedPicture,
+    pub picture: LinkPicture,
 }
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Header {
+struct LinkHeader {
     labels: Vec<String>,
     background: bool,
     bg_thresh: f64,
@@ -92,7 +92,7 @@ struct Header {
     jpeg_bytes: usize,
 }
 
-impl Shared {
+impl ShareLink {
     /// Number of label indices the mask may hold.
     pub fn classes(&self) -> usize {
         self.labels.len() + usize::from(self.background)
@@ -121,7 +121,7 @@ impl Shared {
         if !self.model.is_empty() {
             check_url(&self.model, "model")?;
         }
-        if let SharedPicture::Url(url) = &self.picture {
+        if let LinkPicture::Url(url) = &self.picture {
             check_url(url, "picture")?;
         }
         if self.width == 0
@@ -158,11 +158,11 @@ impl Shared {
     pub fn to_fragment(&self) -> Result<String, ShareError> {
         self.validate().map_err(ShareError::Encode)?;
         let (image_url, jpeg) = match &self.picture {
-            SharedPicture::None => (None, &[][..]),
-            SharedPicture::Url(u) => (Some(u.clone()), &[][..]),
-            SharedPicture::Jpeg(bytes) => (None, bytes.as_slice()),
+            LinkPicture::None => (None, &[][..]),
+            LinkPicture::Url(u) => (Some(u.clone()), &[][..]),
+            LinkPicture::Jpeg(bytes) => (None, bytes.as_slice()),
         };
-        let header = Header {
+        let header = LinkHeader {
             labels: self.labels.clone(),
             background: self.background,
             bg_thresh: self.bg_thresh,
@@ -249,7 +249,7 @@ impl Shared {
         let header = payload
             .get(4..4usize.saturating_add(len))
             .ok_or_else(|| corrupt("header cut short"))?;
-        let header: Header = serde_json::from_slice(header)
+        let header: LinkHeader = serde_json::from_slice(header)
             .map_err(|e| ShareError::Invalid(format!("header: {e}")))?;
         if header.width == 0
             || header.height == 0
@@ -277,15 +277,15 @@ impl Shared {
                     "both a picture URL and an embedded picture".into(),
                 ))
             }
-            (Some(url), _) => SharedPicture::Url(url),
-            (None, 0) => SharedPicture::None,
+            (Some(url), _) => LinkPicture::Url(url),
+            (None, 0) => LinkPicture::None,
             (None, _) => {
                 if !jpeg.starts_with(&[0xFF, 0xD8]) {
                     return Err(ShareError::Invalid(
                         "the embedded picture is not a JPEG".into(),
                     ));
                 }
-                SharedPicture::Jpeg(jpeg.to_vec())
+                LinkPicture::Jpeg(jpeg.to_vec())
             }
         };
         let shared = Self {
@@ -382,7 +382,7 @@ fn decode_runs(bytes: &[u8], pixels: usize) -> Result<(Vec<u8>, usize), String> 
 mod tests {
     use super::*;
 
-    fn sample(w: usize, h: usize, labels: usize) -> Shared {
+    fn sample(w: usize, h: usize, labels: usize) -> ShareLink {
         // Blobs: a few rectangles of labels over background, like a real label map.
         let mut mask = vec![0u8; w * h];
         for (k, m) in mask.iter_mut().enumerate() {
@@ -396,7 +396,7 @@ mod tests {
                 (cell % (labels + 1)) as u8
             };
         }
-        Shared {
+        ShareLink {
             labels: (0..labels).map(|i| format!("thing {i}")).collect(),
             background: true,
             bg_thresh: 0.95,
@@ -405,7 +405,7 @@ mod tests {
             width: w,
             height: h,
             mask,
-            picture: SharedPicture::Url("https://example.org/cat.jpg".into()),
+            picture: LinkPicture::Url("https://example.org/cat.jpg".into()),
         }
     }
 
@@ -417,23 +417,23 @@ mod tests {
             link.starts_with("https://ovseg.example/app/?x=1#ovseg1."),
             "{link}"
         );
-        assert_eq!(Shared::from_link(&link).unwrap(), s);
+        assert_eq!(ShareLink::from_link(&link).unwrap(), s);
         // Fragment alone, with or without '#'.
         let frag = s.to_fragment().unwrap();
-        assert_eq!(Shared::from_link(&frag).unwrap(), s);
-        assert_eq!(Shared::from_link(&format!("#{frag}")).unwrap(), s);
+        assert_eq!(ShareLink::from_link(&frag).unwrap(), s);
+        assert_eq!(ShareLink::from_link(&format!("#{frag}")).unwrap(), s);
 
         let mut j = sample(64, 48, 3);
-        j.picture = SharedPicture::Jpeg(vec![0xFF, 0xD8, 0xFF, 0xE0, 1, 2, 3, 0xFF, 0xD9]);
+        j.picture = LinkPicture::Jpeg(vec![0xFF, 0xD8, 0xFF, 0xE0, 1, 2, 3, 0xFF, 0xD9]);
         j.background = false;
         j.mask.iter_mut().for_each(|v| *v %= 3);
         j.model = String::new();
-        assert_eq!(Shared::from_link(&j.to_fragment().unwrap()).unwrap(), j);
+        assert_eq!(ShareLink::from_link(&j.to_fragment().unwrap()).unwrap(), j);
 
         let mut none = sample(7, 3, 1);
-        none.picture = SharedPicture::None;
+        none.picture = LinkPicture::None;
         assert_eq!(
-            Shared::from_link(&none.to_fragment().unwrap()).unwrap(),
+            ShareLink::from_link(&none.to_fragment().unwrap()).unwrap(),
             none
         );
     }
@@ -448,7 +448,7 @@ mod tests {
             frag.len() / 2,
             frag.len() - 1,
         ] {
-            let e = Shared::from_link(&frag[..cut]).unwrap_err();
+            let e = ShareLink::from_link(&frag[..cut]).unwrap_err();
             assert!(
                 matches!(e, ShareError::Corrupt(_) | ShareError::Invalid(_)),
                 "cut at {cut}: {e:?}"
@@ -464,26 +464,26 @@ mod tests {
         for at in (PREFIX.len() + 2..bytes.len()).step_by(7) {
             let orig = bytes[at];
             bytes[at] = if orig == b'A' { b'B' } else { b'A' };
-            let e = Shared::from_link(std::str::from_utf8(&bytes).unwrap());
+            let e = ShareLink::from_link(std::str::from_utf8(&bytes).unwrap());
             assert!(e.is_err(), "flip at {at} went unnoticed");
             failures += 1;
             bytes[at] = orig;
         }
         assert!(failures > 10);
         assert!(matches!(
-            Shared::from_link("#ovseg1.<script>alert(1)</script>"),
+            ShareLink::from_link("#ovseg1.<script>alert(1)</script>"),
             Err(ShareError::Corrupt(m)) if m.starts_with("base64")
         ));
         assert_eq!(
-            Shared::from_link("https://x/#hello").unwrap_err(),
+            ShareLink::from_link("https://x/#hello").unwrap_err(),
             ShareError::NotALink
         );
         assert_eq!(
-            Shared::from_link("#ovseg2.AAAA").unwrap_err(),
+            ShareLink::from_link("#ovseg2.AAAA").unwrap_err(),
             ShareError::Version("2".into())
         );
         assert_eq!(
-            Shared::from_link("#ovseg1eJwLAAAA")
+            ShareLink::from_link("#ovseg1eJwLAAAA")
                 .unwrap_err()
                 .to_string(),
             "the link is damaged or truncated ('#ovseg1.' lost its '.')"
@@ -510,7 +510,7 @@ mod tests {
             )
         };
         let ok = forge(&head(r#"["cat"]"#, 2, 1, "null", "\"m.ovseg\""), &[1, 2]);
-        assert!(Shared::from_link(&ok).is_ok());
+        assert!(ShareLink::from_link(&ok).is_ok());
         let cases = [
             // Oversized picture: refused before any allocation.
             forge(
@@ -539,7 +539,7 @@ mod tests {
             forge("not json", &[]),
         ];
         for (i, link) in cases.iter().enumerate() {
-            let e = Shared::from_link(link);
+            let e = ShareLink::from_link(link);
             assert!(matches!(e, Err(ShareError::Invalid(_))), "case {i}: {e:?}");
         }
         // A zip bomb: 9 MB of zeros compress to a few kB but exceed the inflate limit.
@@ -549,12 +549,12 @@ mod tests {
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bomb)
         );
         assert!(matches!(
-            Shared::from_link(&link),
+            ShareLink::from_link(&link),
             Err(ShareError::Invalid(_))
         ));
         let long = format!("#{PREFIX}{}", "A".repeat(MAX_LINK_CHARS + 1));
         assert!(matches!(
-            Shared::from_link(&long),
+            ShareLink::from_link(&long),
             Err(ShareError::TooLong(_))
         ));
         // Labels with markup are legal words: the page renders them as text.
@@ -563,7 +563,7 @@ mod tests {
             &[1, 2],
         );
         assert_eq!(
-            Shared::from_link(&markup).unwrap().labels[0],
+            ShareLink::from_link(&markup).unwrap().labels[0],
             "<img src=x onerror=alert(1)>"
         );
     }

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use ovseg_model::import::load_checkpoint;
-use ovseg_model::pack::{is_pack, Pack, Part};
+use ovseg_model::pack::{is_pack, Pack, PackPart};
 use ovseg_model::record::{model_from_bytes, model_to_bytes, Precision};
 use ovseg_model::text::TextTokenizer;
 use ovseg_model::{OvSegmentor, OvsegConfig};
@@ -171,7 +171,7 @@ fn load_packs<B: Backend>(
     let text_bytes = std::fs::read(&text_path)
         .with_context(|| format!("cannot read {}", text_path.display()))?;
     let text = Pack::from_bytes(text_bytes, &text_path.display().to_string())?;
-    if text.part() != Part::Text {
+    if text.part() != PackPart::Text {
         bail!("{} is not a text pack", text_path.display());
     }
     let tokenizer = text.tokenizer().map(str::to_string);

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use burn::prelude::*;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
-use ovseg_model::pack::{is_pack, Pack, Part};
+use ovseg_model::pack::{is_pack, Pack, PackPart};
 use ovseg_model::record::model_from_bytes;
 use ovseg_model::segmentation::{
     parse_labels, prepare_image, ClassEmbedder, ImageNorm, RgbImage, SegmentOptions, TemplateSet,
@@ -110,7 +110,7 @@ impl<B: Backend> Engine<B> {
         tokenizer: Option<&[u8]>,
     ) -> Result<(), OvsegError> {
         let pack = Pack::from_bytes(text_pack, "text weights")?;
-        if pack.part() != Part::Text {
+        if pack.part() != PackPart::Text {
             return Err(OvsegError::Input(format!(
                 "the text weights are a {} pack",
                 pack.part().name()

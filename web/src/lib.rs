@@ -20,7 +20,7 @@ mod bindings {
         Wgpu,
     };
     use js_sys::{Array, Object, Reflect, Uint8Array};
-    use ovseg_model::share::{Shared, SharedPicture};
+    use ovseg_model::share::{LinkPicture, ShareLink};
     use wasm_bindgen::prelude::*;
 
     use crate::engine::{label_bytes, Engine, Pending, Request};
@@ -281,11 +281,11 @@ mod bindings {
         jpeg: Option<Vec<u8>>,
     ) -> Result<String, JsError> {
         let picture = match (image_url, jpeg) {
-            (Some(url), _) => SharedPicture::Url(url),
-            (None, Some(bytes)) => SharedPicture::Jpeg(bytes),
-            (None, None) => SharedPicture::None,
+            (Some(url), _) => LinkPicture::Url(url),
+            (None, Some(bytes)) => LinkPicture::Jpeg(bytes),
+            (None, None) => LinkPicture::None,
         };
-        Shared {
+        ShareLink {
             labels,
             background,
             bg_thresh,
@@ -304,14 +304,14 @@ mod bindings {
     /// height, mask, imageUrl, jpeg}`; a damaged or hostile link is an Error with a message.
     #[wasm_bindgen]
     pub fn share_read(link: &str) -> Result<Object, JsError> {
-        let s = Shared::from_link(link).map_err(js_err)?;
+        let s = ShareLink::from_link(link).map_err(js_err)?;
         let o = Object::new();
         let set = |k: &str, v: JsValue| Reflect::set(&o, &k.into(), &v).map(|_| ());
         let labels: Array = s.labels.iter().map(|l| JsValue::from_str(l)).collect();
         let (url, jpeg) = match s.picture {
-            SharedPicture::Url(u) => (JsValue::from_str(&u), JsValue::NULL),
-            SharedPicture::Jpeg(b) => (JsValue::NULL, Uint8Array::from(b.as_slice()).into()),
-            SharedPicture::None => (JsValue::NULL, JsValue::NULL),
+            LinkPicture::Url(u) => (JsValue::from_str(&u), JsValue::NULL),
+            LinkPicture::Jpeg(b) => (JsValue::NULL, Uint8Array::from(b.as_slice()).into()),
+            LinkPicture::None => (JsValue::NULL, JsValue::NULL),
         };
         (|| {
             set("labels", labels.into())?;

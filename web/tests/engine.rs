@@ -143,7 +143,7 @@ fn engine_reproduces_the_reference_label_map_and_caches_words() {
 /// whole model file stored at the same precision.
 #[test]
 fn image_pack_first_text_pack_on_demand() {
-    use ovseg_model::pack::{write_pack, Part, Storage};
+    use ovseg_model::pack::{write_pack, PackPart, Storage};
     let device = Default::default();
     let config = ovseg_model::OvsegConfig::tiny();
     let model = fixture_model(&config, &device);
@@ -167,8 +167,8 @@ fn image_pack_first_text_pack_on_demand() {
         .segment_rgba(&picture.0, picture.1, picture.2, &words)
         .unwrap();
 
-    let image = write_pack(&model, &config, Part::Image, Storage::F16, None).unwrap();
-    let text = write_pack(&model, &config, Part::Text, Storage::F16, None).unwrap();
+    let image = write_pack(&model, &config, PackPart::Image, Storage::F16, None).unwrap();
+    let text = write_pack(&model, &config, PackPart::Text, Storage::F16, None).unwrap();
     let mut engine = Engine::<NdArray>::new(image.clone(), None, &device).unwrap();
     assert!(!engine.has_text());
     // The preset's embeddings, as `ovseg export-web` precomputes them with the text encoder.
@@ -240,7 +240,7 @@ fn image_rgba(path: &std::path::Path) -> (Vec<u8>, usize, usize) {
 /// pack. A tokenizer of another model is refused.
 #[test]
 fn roberta_model_and_packs_bring_their_tokenizer() {
-    use ovseg_model::pack::{write_pack, Part, Storage};
+    use ovseg_model::pack::{write_pack, PackPart, Storage};
     let device = Default::default();
     let dir = fixtures().with_file_name("reference-roberta");
     let config = ovseg_model::OvsegConfig::from_json(
@@ -284,8 +284,22 @@ fn roberta_model_and_packs_bring_their_tokenizer() {
     );
 
     // The packs: the text part brings the tokenizer, and the label map is the whole file's.
-    let image = write_pack(&model, &config, Part::Image, Storage::F32, Some(&tokenizer)).unwrap();
-    let text = write_pack(&model, &config, Part::Text, Storage::F32, Some(&tokenizer)).unwrap();
+    let image = write_pack(
+        &model,
+        &config,
+        PackPart::Image,
+        Storage::F32,
+        Some(&tokenizer),
+    )
+    .unwrap();
+    let text = write_pack(
+        &model,
+        &config,
+        PackPart::Text,
+        Storage::F32,
+        Some(&tokenizer),
+    )
+    .unwrap();
     let mut packed = Engine::<NdArray>::new(image.clone(), None, &device).unwrap();
     packed.add_text_weights(text.clone(), None).unwrap();
     let from_packs = packed

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use base64::Engine as _;
-use ovseg_model::pack::{write_pack, Pack, Part, Storage};
+use ovseg_model::pack::{write_pack, Pack, PackPart, Storage};
 use ovseg_model::segmentation::{ClassEmbedder, TemplateSet, Vocab};
 use serde_json::json;
 
@@ -63,11 +63,11 @@ pub fn run(args: Args) -> Result<()> {
     let template = args.template;
     let model = model.into_inference();
     let storage = Storage::parse(&args.precision)?;
-    let image_pack = write_pack(&model, &config, Part::Image, storage, None)?;
+    let image_pack = write_pack(&model, &config, PackPart::Image, storage, None)?;
     let text_pack = write_pack(
         &model,
         &config,
-        Part::Text,
+        PackPart::Text,
         storage,
         tokenizer.stored_json(),
     )?;

@@ -4,7 +4,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
 use ovseg_model::segmentation::{parse_labels, ClassEmbedder, SegmentOptions, TemplateSet};
-use ovseg_model::share::{Shared, SharedPicture};
+use ovseg_model::share::{LinkPicture, ShareLink};
 
 use crate::files::write_atomically;
 use crate::image_io::{expand_inputs, read_image, write_mask};
@@ -208,10 +208,10 @@ fn segment_one<B: Backend>(
 
     if let Some(base) = &args.share_url {
         let picture = match &args.share_image_url {
-            Some(url) => SharedPicture::Url(url.clone()),
-            None => SharedPicture::Jpeg(small_jpeg(&picture)?),
+            Some(url) => LinkPicture::Url(url.clone()),
+            None => LinkPicture::Jpeg(small_jpeg(&picture)?),
         };
-        let shared = Shared {
+        let shared = ShareLink {
             labels: if background {
                 names[1..].to_vec()
             } else {
