@@ -184,7 +184,16 @@ impl<B: Backend, P: Protocol> TensorDataService<B, P> {
             Some(stream) => stream.clone(),
             None => {
                 // Open a new WebSocket connection to the address
-                let stream = P::Client::connect(address.clone(), "data").await;
+                // ovseg patch: a peer that is still starting may not listen yet; try again for
+                // about 30 seconds before giving up.
+                let mut stream = None;
+                for _ in 0..150 {
+                    stream = P::Client::connect(address.clone(), "data").await;
+                    if stream.is_some() {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
 
                 let Some(stream) = stream else {
                     panic!("Failed to connect to data server at {address:?}");
