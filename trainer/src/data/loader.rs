@@ -533,6 +533,8 @@ impl Iterator for Batches {
     type Item = Result<Batch>;
 
     fn next(&mut self) -> Option<Result<Batch>> {
+        // The positions this batch takes, listed once however many samples arrive meanwhile.
+        let slots = self.inner.layout.slots(self.next);
         while !self.finished {
             let layout = &self.inner.layout;
             if self
@@ -542,7 +544,6 @@ impl Iterator for Batches {
                 self.finished = true;
                 break;
             }
-            let slots = layout.slots(self.next);
             if slots.iter().all(|p| self.pending.contains_key(p)) {
                 let result = self.assemble(&slots);
                 self.next += 1;
