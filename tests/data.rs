@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use common::scratch;
+use common::{scratch, tar_member};
 use image::{Rgb, RgbImage};
 use ovseg_model::data::entities::EntityVocab;
 use ovseg_model::segmentation::TemplateSet;
@@ -347,13 +347,7 @@ fn stage_two_partners_share_an_entity() {
 
 fn write_shard(path: &Path) {
     let mut builder = tar::Builder::new(std::fs::File::create(path).unwrap());
-    let mut add = |name: &str, bytes: &[u8]| {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(bytes.len() as u64);
-        header.set_mode(0o644);
-        header.set_cksum();
-        builder.append_data(&mut header, name, bytes).unwrap();
-    };
+    let mut add = |name: &str, bytes: &[u8]| tar_member(&mut builder, name, bytes);
     for (i, caption) in CAPTIONS.iter().enumerate().take(CORRUPT) {
         let key = format!("{i:06}");
         add(&format!("{key}.jpg"), &jpeg(&picture(i, 50, 40)));
@@ -528,13 +522,7 @@ fn write_shards(dir: &Path, n: usize) -> PathBuf {
                 ("jpg", jpeg(&picture(i, 40, 30))),
                 ("txt", caption.as_bytes().to_vec()),
             ] {
-                let mut header = tar::Header::new_gnu();
-                header.set_size(bytes.len() as u64);
-                header.set_mode(0o644);
-                header.set_cksum();
-                builder
-                    .append_data(&mut header, format!("{i:06}.{ext}"), &bytes[..])
-                    .unwrap();
+                tar_member(&mut builder, &format!("{i:06}.{ext}"), &bytes);
             }
         }
         builder.into_inner().unwrap();

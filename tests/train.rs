@@ -258,6 +258,26 @@ fn group_naming_is_logged_falls_and_stays_out_of_the_paper_recipe() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Kills `child`, training into `run`, once its checkpoint of `step` is complete (10 minutes
+/// at most); the run must not end before.
+fn kill_at_checkpoint(child: &mut std::process::Child, run: &Path, step: usize) {
+    let state = run.join(format!("checkpoints/step-{step:08}/state.json"));
+    let began = Instant::now();
+    while !state.is_file() {
+        assert!(
+            began.elapsed() < Duration::from_secs(600),
+            "no checkpoint appeared"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it was killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 #[test]
 fn a_killed_run_resumes_from_its_last_checkpoint_with_no_step_lost_or_repeated() {
     let dir = scratch("train-resume");
@@ -271,23 +291,7 @@ fn a_killed_run_resumes_from_its_last_checkpoint_with_no_step_lost_or_repeated()
     let mut child = train_command(&killed, &recipe, &meta, &model)
         .spawn()
         .unwrap();
-    let began = Instant::now();
-    while !killed
-        .join("checkpoints/step-00000008/state.json")
-        .is_file()
-    {
-        assert!(
-            began.elapsed() < Duration::from_secs(600),
-            "no checkpoint appeared"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before it was killed"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_at_checkpoint(&mut child, &killed, 8);
     assert!(!killed.join("model.mpk").exists(), "killed before the end");
 
     // A changed recipe is refused (no longer step-exact) and names what changed.
@@ -381,12 +385,7 @@ fn write_shard(dir: &Path, shard: usize, pairs: std::ops::Range<usize>) -> PathB
         tar.append_path_with_name(dir.join(format!("images/{i:04}.jpg")), format!("{key}.jpg"))
             .unwrap();
         let caption = format!("a photo of a {}", KINDS[i % KINDS.len()].0);
-        let mut header = tar::Header::new_gnu();
-        header.set_size(caption.len() as u64);
-        header.set_mode(0o644);
-        header.set_cksum();
-        tar.append_data(&mut header, format!("{key}.txt"), caption.as_bytes())
-            .unwrap();
+        tar_member(&mut tar, &format!("{key}.txt"), caption.as_bytes());
     }
     tar.finish().unwrap();
     path
@@ -644,18 +643,8 @@ fn a_two_machine_run_resumes_after_one_machine_is_killed() {
         (out, command)
     };
     let mut run = TwoMachines::start(&dir, |rank| machine(rank, false));
-    let began = Instant::now();
-    let checkpoint = dir.join("machine-1/checkpoints/step-00000004/state.json");
-    while !checkpoint.is_file() {
-        assert!(
-            began.elapsed() < Duration::from_secs(600),
-            "no checkpoint appeared"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
     let (_, _, killed) = &mut run.machines[1];
-    killed.kill().unwrap();
-    killed.wait().unwrap();
+    kill_at_checkpoint(killed, &dir.join("machine-1"), 4);
     let (out, log, survivor) = &mut run.machines[0];
     let status = wait_at_most(survivor, Duration::from_secs(120));
     let stderr = std::fs::read_to_string(&log).unwrap_or_default();

@@ -229,3 +229,12 @@ pub fn ok_command(command: &mut std::process::Command) -> String {
     assert!(out.status.success(), "{command:?} failed: {stderr}");
     String::from_utf8_lossy(&out.stdout).to_string()
 }
+
+/// Appends a member `name` holding `bytes` to a tar shard being written (mode 644).
+pub fn tar_member<W: std::io::Write>(builder: &mut tar::Builder<W>, name: &str, bytes: &[u8]) {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(bytes.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    builder.append_data(&mut header, name, bytes).unwrap();
+}
