@@ -31,6 +31,16 @@ pub fn seal(bytes: &mut Vec<u8>) {
 /// Checks and removes the trailer, if `bytes` end with one. A trailer whose CRC-32 does not
 /// match the bytes before it is an error naming `origin`.
 pub fn open(bytes: &mut Vec<u8>, origin: &str) -> Result<Sealed, OvsegError> {
+    let sealed = check(bytes, origin)?;
+    if sealed == Sealed::Verified {
+        bytes.truncate(bytes.len() - TRAILER_LEN);
+    }
+    Ok(sealed)
+}
+
+/// [`open`] without removing the trailer: whether `bytes` carry one, an error when its CRC-32
+/// does not match.
+pub fn check(bytes: &[u8], origin: &str) -> Result<Sealed, OvsegError> {
     let Some(start) = bytes.len().checked_sub(TRAILER_LEN) else {
         return Ok(Sealed::Absent);
     };
@@ -48,7 +58,6 @@ pub fn open(bytes: &mut Vec<u8>, origin: &str) -> Result<Sealed, OvsegError> {
             ),
         });
     }
-    bytes.truncate(start);
     Ok(Sealed::Verified)
 }
 

@@ -4,7 +4,9 @@
 //! - [`vision`]: the GroupViT image encoder, [`text`]: BERT and its tokenizer,
 //!   [`heads`]: projection heads, [`model`]: the assembled [`OvSegmentor`],
 //! - [`losses`]: matching, masked-entity and cross-image mask-consistency losses,
-//! - [`segmentation`]: zero-shot segmentation with prompt-ensembled class embeddings,
+//! - [`segmentation`]: zero-shot segmentation with prompt-ensembled class embeddings, and the
+//!   [`segmentation::Request`] every front end validates its words and settings with,
+//! - [`formats`]: which kind of model file a file is, and building the model from it,
 //! - [`import`] (feature `import`): released PyTorch checkpoints and HuggingFace BERT weights.
 
 pub mod checksum;
@@ -12,6 +14,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod formats;
 pub mod heads;
 pub mod losses;
 pub mod model;
