@@ -20,7 +20,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::segmentation::{parse_labels, TemplateSet};
+use crate::segmentation::{check_picture_size, Request, MAX_BYTE_LABELS};
 
 /// The fragment prefix, naming the format version.
 pub const PREFIX: &str = "ovseg1.";
@@ -28,12 +28,11 @@ pub const PREFIX: &str = "ovseg1.";
 pub const MAX_LINK_CHARS: usize = 2 << 20;
 /// Largest inflated payload accepted.
 pub const MAX_PAYLOAD_BYTES: usize = 8 << 20;
-/// Largest label map accepted (width x height).
+/// Largest label map accepted (width x height): smaller than the pictures segmentation takes
+/// (`segmentation::MAX_PIXELS`), so a link stays a few MB at most.
 pub const MAX_PIXELS: usize = 4096 * 4096;
 /// Longest URL accepted (model or picture).
 pub const MAX_URL_CHARS: usize = 8192;
-/// Most labels (one byte a pixel, background included).
-pub const MAX_LABELS: usize = 255;
 
 #[derive(Debug, Error, PartialEq)]
 pub enum ShareError {
@@ -93,46 +92,33 @@ struct LinkHeader {
 }
 
 impl ShareLink {
+    /// The segmentation request the link records: its words (at most
+    /// [`MAX_BYTE_LABELS`], the mask having one byte a pixel), background and template.
+    pub fn request(&self) -> Result<Request, String> {
+        Request::from_list(
+            &self.labels,
+            self.background,
+            self.bg_thresh,
+            &self.template,
+            MAX_BYTE_LABELS,
+        )
+        .map_err(|e| e.to_string())
+    }
+
     /// Number of label indices the mask may hold.
     pub fn classes(&self) -> usize {
         self.labels.len() + usize::from(self.background)
     }
 
     fn validate(&self) -> Result<(), String> {
-        if self.labels.is_empty() || self.labels.len() > MAX_LABELS - 1 {
-            return Err(format!(
-                "{} labels (1 to {})",
-                self.labels.len(),
-                MAX_LABELS - 1
-            ));
-        }
-        let joined = self.labels.join(",");
-        let parsed = parse_labels(&joined, MAX_LABELS - 1).map_err(|e| e.to_string())?;
-        if parsed != self.labels {
-            return Err("labels must be trimmed and free of commas".into());
-        }
-        if !(0.0..=1.0).contains(&self.bg_thresh) {
-            return Err(format!(
-                "background threshold {} is not in [0, 1]",
-                self.bg_thresh
-            ));
-        }
-        TemplateSet::parse(&self.template).map_err(|e| e.to_string())?;
+        self.request()?;
         if !self.model.is_empty() {
             check_url(&self.model, "model")?;
         }
         if let LinkPicture::Url(url) = &self.picture {
             check_url(url, "picture")?;
         }
-        if self.width == 0
-            || self.height == 0
-            || self.width.saturating_mul(self.height) > MAX_PIXELS
-        {
-            return Err(format!(
-                "picture size {}x{} (at most {MAX_PIXELS} pixels)",
-                self.width, self.height
-            ));
-        }
+        check_picture_size(self.width, self.height, MAX_PIXELS).map_err(|e| e.to_string())?;
         if self.mask.len() != self.width * self.height {
             return Err(format!(
                 "{} mask values for {}x{}",
@@ -251,15 +237,8 @@ impl ShareLink {
             .ok_or_else(|| corrupt("header cut short"))?;
         let header: LinkHeader = serde_json::from_slice(header)
             .map_err(|e| ShareError::Invalid(format!("header: {e}")))?;
-        if header.width == 0
-            || header.height == 0
-            || header.width.saturating_mul(header.height) > MAX_PIXELS
-        {
-            return Err(ShareError::Invalid(format!(
-                "picture size {}x{} (at most {MAX_PIXELS} pixels)",
-                header.width, header.height
-            )));
-        }
+        check_picture_size(header.width, header.height, MAX_PIXELS)
+            .map_err(|e| ShareError::Invalid(e.to_string()))?;
         let pixels = header.width * header.height;
         let rest = &payload[4 + len..];
         let (mask, used) = decode_runs(rest, pixels).map_err(ShareError::Invalid)?;
