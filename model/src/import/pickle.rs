@@ -661,6 +661,8 @@ impl<'a> Vm<'a> {
 
     // ---- the loop ----
 
+    /// Runs the opcodes up to STOP and returns the value STOP pops: one arm per opcode, each
+    /// opcode's work in the section below.
     fn run(&mut self) -> Result<Id, PickleError> {
         loop {
             self.op_start = self.pos;
@@ -670,253 +672,311 @@ impl<'a> Vm<'a> {
             let code = self.input[self.pos];
             self.pos += 1;
             match code {
-                op::PROTO => {
-                    let version = self.u8()?;
-                    if version > 5 {
-                        return self.err(format!("pickle protocol {version} (at most 5 known)"));
-                    }
-                }
-                op::FRAME => {
-                    let len = self.u64()?;
-                    let left = (self.input.len() - self.pos) as u64;
-                    if len > left {
-                        return self.err(format!(
-                            "a frame of {len} bytes, but only {left} bytes are left"
-                        ));
-                    }
-                }
+                op::PROTO => self.proto()?,
+                op::FRAME => self.frame()?,
                 op::STOP => return self.pop(),
-                op::MARK => {
-                    if self.marks.len() >= self.limits.max_depth {
-                        return self.err(format!(
-                            "MARKs nested deeper than {} (limit)",
-                            self.limits.max_depth
-                        ));
-                    }
-                    self.marks.push(self.stack.len());
-                }
-                op::POP => {
-                    if self.stack.len() > self.fence() {
-                        self.stack.pop();
-                    } else {
-                        self.pop_mark()?;
-                    }
-                }
-                op::POP_MARK => {
-                    self.pop_mark()?;
-                }
-                op::DUP => {
-                    let id = self.top()?;
-                    self.push(id)?;
-                }
+                op::MARK => self.mark()?,
+                op::POP => self.discard()?,
+                op::POP_MARK => drop(self.pop_mark()?),
+                op::DUP => self.push(self.top()?)?,
                 op::NONE => self.push_new(Node::None)?,
                 op::NEWTRUE => self.push_new(Node::Bool(true))?,
                 op::NEWFALSE => self.push_new(Node::Bool(false))?,
-                op::BININT => {
-                    let v = self.u32()? as i32;
-                    self.push_new(Node::Int(v as i64))?
-                }
-                op::BININT1 => {
-                    let v = self.u8()?;
-                    self.push_new(Node::Int(v as i64))?
-                }
-                op::BININT2 => {
-                    let v = self.u16()?;
-                    self.push_new(Node::Int(v as i64))?
-                }
-                op::LONG1 | op::LONG4 => {
-                    let len = if code == op::LONG1 {
-                        self.u8()? as u64
-                    } else {
-                        let n = self.u32()? as i32;
-                        if n < 0 {
-                            return self.err("LONG4 with a negative length");
-                        }
-                        n as u64
-                    };
-                    let bytes = self.take(len, "an integer")?;
-                    let node = match decode_long(bytes) {
-                        Some(v) => Node::Int(v),
-                        None => Node::BigInt,
-                    };
-                    self.push_new(node)?
-                }
-                op::BINFLOAT => {
-                    self.array::<8>("a float")?;
-                    self.push_new(Node::Float)?
-                }
-                op::BINUNICODE | op::BINSTRING => {
-                    let len = self.u32()? as u64;
-                    let s = self.string(len)?;
-                    self.push_new(Node::Str(s))?
-                }
-                op::SHORT_BINUNICODE | op::SHORT_BINSTRING => {
-                    let len = self.u8()? as u64;
-                    let s = self.string(len)?;
-                    self.push_new(Node::Str(s))?
-                }
-                op::BINUNICODE8 => {
-                    let len = self.u64()?;
-                    let s = self.string(len)?;
-                    self.push_new(Node::Str(s))?
-                }
+                op::BININT | op::BININT1 | op::BININT2 => self.binint(code)?,
+                op::LONG1 | op::LONG4 => self.long(code)?,
+                op::BINFLOAT => self.float()?,
+                op::BINUNICODE
+                | op::BINSTRING
+                | op::SHORT_BINUNICODE
+                | op::SHORT_BINSTRING
+                | op::BINUNICODE8 => self.push_str(code)?,
                 op::BINBYTES | op::SHORT_BINBYTES | op::BINBYTES8 | op::BYTEARRAY8 => {
-                    let len = match code {
-                        op::SHORT_BINBYTES => self.u8()? as u64,
-                        op::BINBYTES => self.u32()? as u64,
-                        _ => self.u64()?,
-                    };
-                    self.take(len, "a bytes object")?;
-                    self.push_new(Node::Bytes)?
+                    self.skip_bytes(code)?
                 }
-                op::EMPTY_TUPLE => {
-                    let id = self.tuple(Vec::new())?;
-                    self.push(id)?
-                }
-                op::TUPLE1 | op::TUPLE2 | op::TUPLE3 => {
-                    let n = (code - op::TUPLE1 + 1) as usize;
-                    let mut items = vec![0; n];
-                    for slot in items.iter_mut().rev() {
-                        *slot = self.pop()?;
-                    }
-                    let id = self.tuple(items)?;
-                    self.push(id)?
-                }
-                op::TUPLE => {
-                    let items = self.pop_mark()?;
-                    let id = self.tuple(items)?;
-                    self.push(id)?
-                }
+                op::EMPTY_TUPLE => self.push_tuple(Vec::new())?,
+                op::TUPLE1 | op::TUPLE2 | op::TUPLE3 => self.small_tuple(code)?,
+                op::TUPLE => self.tuple_from_mark()?,
                 op::EMPTY_LIST => self.push_new(Node::List(Vec::new()))?,
-                op::LIST => {
-                    let items = self.pop_mark()?;
-                    let id = self.new_obj(Node::List(Vec::new()), 1)?;
-                    self.append(id, items)?;
-                    self.push(id)?
-                }
+                op::LIST => self.list_from_mark()?,
                 op::EMPTY_DICT => self.push_new(Node::Dict(Vec::new()))?,
-                op::DICT => {
-                    let items = self.pop_mark()?;
-                    let id = self.new_obj(Node::Dict(Vec::new()), 1)?;
-                    self.set_items(id, items)?;
-                    self.push(id)?
-                }
+                op::DICT => self.dict_from_mark()?,
                 op::EMPTY_SET => self.push_new(Node::Set)?,
-                op::FROZENSET => {
-                    self.pop_mark()?;
-                    self.push_new(Node::Set)?
-                }
-                op::ADDITEMS => {
-                    self.pop_mark()?;
-                    let target = self.top()?;
-                    if !matches!(self.node(target), Node::Set | Node::Opaque(_)) {
-                        return self.err(format!("ADDITEMS to a {}", self.kind(target)));
-                    }
-                }
-                op::APPEND => {
-                    let value = self.pop()?;
-                    let target = self.top()?;
-                    self.append(target, vec![value])?
-                }
-                op::APPENDS => {
-                    let items = self.pop_mark()?;
-                    let target = self.top()?;
-                    self.append(target, items)?
-                }
-                op::SETITEM => {
-                    let value = self.pop()?;
-                    let key = self.pop()?;
-                    let target = self.top()?;
-                    self.set_items(target, vec![key, value])?
-                }
-                op::SETITEMS => {
-                    let items = self.pop_mark()?;
-                    let target = self.top()?;
-                    self.set_items(target, items)?
-                }
-                op::BINPUT => {
-                    let key = self.u8()? as u32;
-                    self.memo_put(key)?
-                }
-                op::LONG_BINPUT => {
-                    let key = self.u32()?;
-                    self.memo_put(key)?
-                }
-                op::MEMOIZE => {
-                    let key = u32::try_from(self.memo.len()).unwrap_or(u32::MAX);
-                    self.memo_put(key)?
-                }
-                op::BINGET => {
-                    let key = self.u8()? as u32;
-                    self.memo_get(key)?
-                }
-                op::LONG_BINGET => {
-                    let key = self.u32()?;
-                    self.memo_get(key)?
-                }
-                op::GLOBAL => {
-                    let module = self.line()?;
-                    let name = self.line()?;
-                    self.push_new(Node::Global(Box::new((module, name))))?
-                }
-                op::STACK_GLOBAL => {
-                    let name = self.pop()?;
-                    let module = self.pop()?;
-                    let (Node::Str(m), Node::Str(n)) = (self.node(module), self.node(name)) else {
-                        return self.err(format!(
-                            "STACK_GLOBAL of a {} and a {}, not two strings",
-                            self.kind(module),
-                            self.kind(name)
-                        ));
-                    };
-                    let global = Box::new((m.clone(), n.clone()));
-                    self.charge_text(global.0.len() + global.1.len())?;
-                    self.push_new(Node::Global(global))?
-                }
-                op::REDUCE => {
-                    let args = self.pop()?;
-                    let callable = self.pop()?;
-                    let id = self.call(callable, args, true)?;
-                    self.push(id)?
-                }
-                op::NEWOBJ | op::NEWOBJ_EX => {
-                    if code == op::NEWOBJ_EX {
-                        self.pop()?; // kwargs
-                    }
-                    let args = self.pop()?;
-                    let class = self.pop()?;
-                    let id = match self.global(class) {
-                        Some(("collections", "OrderedDict"))
-                        | Some(("__builtin__" | "builtins", "dict")) => {
-                            self.new_obj(Node::Dict(Vec::new()), 1)?
-                        }
-                        _ => {
-                            let depth = self.depth_of(&[args]) + 1;
-                            self.new_obj(Node::Opaque(class), depth)?
-                        }
-                    };
-                    self.push(id)?
-                }
-                op::BUILD => {
-                    // `__setstate__`: attributes of an OrderedDict (a state dict's `_metadata`),
-                    // of opaque objects or of a tensor subclass. None is needed; all are dropped.
-                    self.pop()?;
-                    self.top()?;
-                }
-                op::BINPERSID => {
-                    let pid = self.pop()?;
-                    let id = self.persistent_load(pid)?;
-                    self.push(id)?
-                }
-                other => {
-                    return match unsupported_name(other) {
-                        Some(name) => self.err(format!(
-                            "unsupported pickle opcode {name} (torch.save does not write it)"
-                        )),
-                        None => self.err(format!("unknown pickle opcode 0x{other:02x}")),
-                    };
-                }
+                op::FROZENSET => self.frozenset()?,
+                op::ADDITEMS => self.add_items()?,
+                op::APPEND => self.append_one()?,
+                op::APPENDS => self.appends()?,
+                op::SETITEM => self.set_item()?,
+                op::SETITEMS => self.set_items_from_mark()?,
+                op::BINPUT | op::LONG_BINPUT | op::MEMOIZE => self.memo_store(code)?,
+                op::BINGET | op::LONG_BINGET => self.memo_load(code)?,
+                op::GLOBAL => self.read_global()?,
+                op::STACK_GLOBAL => self.stack_global()?,
+                op::REDUCE => self.reduce()?,
+                op::NEWOBJ | op::NEWOBJ_EX => self.new_object(code)?,
+                op::BUILD => self.build()?,
+                op::BINPERSID => self.persistent_id()?,
+                other => return self.unsupported(other),
             }
+        }
+    }
+
+    // ---- the opcodes ----
+
+    fn proto(&mut self) -> Result<(), PickleError> {
+        let version = self.u8()?;
+        if version > 5 {
+            return self.err(format!("pickle protocol {version} (at most 5 known)"));
+        }
+        Ok(())
+    }
+
+    fn frame(&mut self) -> Result<(), PickleError> {
+        let len = self.u64()?;
+        let left = (self.input.len() - self.pos) as u64;
+        if len > left {
+            return self.err(format!(
+                "a frame of {len} bytes, but only {left} bytes are left"
+            ));
+        }
+        Ok(())
+    }
+
+    fn mark(&mut self) -> Result<(), PickleError> {
+        if self.marks.len() >= self.limits.max_depth {
+            return self.err(format!(
+                "MARKs nested deeper than {} (limit)",
+                self.limits.max_depth
+            ));
+        }
+        self.marks.push(self.stack.len());
+        Ok(())
+    }
+
+    /// POP: the top value, or the topmost MARK and what is above it when nothing is.
+    fn discard(&mut self) -> Result<(), PickleError> {
+        if self.stack.len() > self.fence() {
+            self.stack.pop();
+        } else {
+            self.pop_mark()?;
+        }
+        Ok(())
+    }
+
+    fn binint(&mut self, code: u8) -> Result<(), PickleError> {
+        let v = match code {
+            op::BININT => self.u32()? as i32 as i64,
+            op::BININT1 => self.u8()? as i64,
+            _ => self.u16()? as i64,
+        };
+        self.push_new(Node::Int(v))
+    }
+
+    fn long(&mut self, code: u8) -> Result<(), PickleError> {
+        let len = if code == op::LONG1 {
+            self.u8()? as u64
+        } else {
+            let n = self.u32()? as i32;
+            if n < 0 {
+                return self.err("LONG4 with a negative length");
+            }
+            n as u64
+        };
+        let bytes = self.take(len, "an integer")?;
+        let node = match decode_long(bytes) {
+            Some(v) => Node::Int(v),
+            None => Node::BigInt,
+        };
+        self.push_new(node)
+    }
+
+    fn float(&mut self) -> Result<(), PickleError> {
+        self.array::<8>("a float")?;
+        self.push_new(Node::Float)
+    }
+
+    fn push_str(&mut self, code: u8) -> Result<(), PickleError> {
+        let len = match code {
+            op::SHORT_BINUNICODE | op::SHORT_BINSTRING => self.u8()? as u64,
+            op::BINUNICODE8 => self.u64()?,
+            _ => self.u32()? as u64,
+        };
+        let s = self.string(len)?;
+        self.push_new(Node::Str(s))
+    }
+
+    /// Bytes objects are skipped: a state dict never needs their contents.
+    fn skip_bytes(&mut self, code: u8) -> Result<(), PickleError> {
+        let len = match code {
+            op::SHORT_BINBYTES => self.u8()? as u64,
+            op::BINBYTES => self.u32()? as u64,
+            _ => self.u64()?,
+        };
+        self.take(len, "a bytes object")?;
+        self.push_new(Node::Bytes)
+    }
+
+    fn push_tuple(&mut self, items: Vec<Id>) -> Result<(), PickleError> {
+        let id = self.tuple(items)?;
+        self.push(id)
+    }
+
+    /// TUPLE1, TUPLE2, TUPLE3: a tuple of the top one to three values.
+    fn small_tuple(&mut self, code: u8) -> Result<(), PickleError> {
+        let n = (code - op::TUPLE1 + 1) as usize;
+        let mut items = vec![0; n];
+        for slot in items.iter_mut().rev() {
+            *slot = self.pop()?;
+        }
+        self.push_tuple(items)
+    }
+
+    fn tuple_from_mark(&mut self) -> Result<(), PickleError> {
+        let items = self.pop_mark()?;
+        self.push_tuple(items)
+    }
+
+    fn list_from_mark(&mut self) -> Result<(), PickleError> {
+        let items = self.pop_mark()?;
+        let id = self.new_obj(Node::List(Vec::new()), 1)?;
+        self.append(id, items)?;
+        self.push(id)
+    }
+
+    fn dict_from_mark(&mut self) -> Result<(), PickleError> {
+        let items = self.pop_mark()?;
+        let id = self.new_obj(Node::Dict(Vec::new()), 1)?;
+        self.set_items(id, items)?;
+        self.push(id)
+    }
+
+    /// Sets are kept without their members.
+    fn frozenset(&mut self) -> Result<(), PickleError> {
+        self.pop_mark()?;
+        self.push_new(Node::Set)
+    }
+
+    fn add_items(&mut self) -> Result<(), PickleError> {
+        self.pop_mark()?;
+        let target = self.top()?;
+        if !matches!(self.node(target), Node::Set | Node::Opaque(_)) {
+            return self.err(format!("ADDITEMS to a {}", self.kind(target)));
+        }
+        Ok(())
+    }
+
+    fn append_one(&mut self) -> Result<(), PickleError> {
+        let value = self.pop()?;
+        let target = self.top()?;
+        self.append(target, vec![value])
+    }
+
+    fn appends(&mut self) -> Result<(), PickleError> {
+        let items = self.pop_mark()?;
+        let target = self.top()?;
+        self.append(target, items)
+    }
+
+    fn set_item(&mut self) -> Result<(), PickleError> {
+        let value = self.pop()?;
+        let key = self.pop()?;
+        let target = self.top()?;
+        self.set_items(target, vec![key, value])
+    }
+
+    fn set_items_from_mark(&mut self) -> Result<(), PickleError> {
+        let items = self.pop_mark()?;
+        let target = self.top()?;
+        self.set_items(target, items)
+    }
+
+    /// BINPUT, LONG_BINPUT, MEMOIZE: the top value into the memo.
+    fn memo_store(&mut self, code: u8) -> Result<(), PickleError> {
+        let key = match code {
+            op::BINPUT => self.u8()? as u32,
+            op::LONG_BINPUT => self.u32()?,
+            _ => u32::try_from(self.memo.len()).unwrap_or(u32::MAX),
+        };
+        self.memo_put(key)
+    }
+
+    /// BINGET, LONG_BINGET: a memo entry onto the stack.
+    fn memo_load(&mut self, code: u8) -> Result<(), PickleError> {
+        let key = match code {
+            op::BINGET => self.u8()? as u32,
+            _ => self.u32()?,
+        };
+        self.memo_get(key)
+    }
+
+    /// GLOBAL: module and name as two lines of the input.
+    fn read_global(&mut self) -> Result<(), PickleError> {
+        let module = self.line()?;
+        let name = self.line()?;
+        self.push_new(Node::Global(Box::new((module, name))))
+    }
+
+    /// STACK_GLOBAL: module and name as the top two values.
+    fn stack_global(&mut self) -> Result<(), PickleError> {
+        let name = self.pop()?;
+        let module = self.pop()?;
+        let (Node::Str(m), Node::Str(n)) = (self.node(module), self.node(name)) else {
+            return self.err(format!(
+                "STACK_GLOBAL of a {} and a {}, not two strings",
+                self.kind(module),
+                self.kind(name)
+            ));
+        };
+        let global = Box::new((m.clone(), n.clone()));
+        self.charge_text(global.0.len() + global.1.len())?;
+        self.push_new(Node::Global(global))
+    }
+
+    fn reduce(&mut self) -> Result<(), PickleError> {
+        let args = self.pop()?;
+        let callable = self.pop()?;
+        let id = self.call(callable, args, true)?;
+        self.push(id)
+    }
+
+    /// NEWOBJ, NEWOBJ_EX: `cls.__new__(cls, *args)`; dicts stay dicts, anything else is opaque.
+    fn new_object(&mut self, code: u8) -> Result<(), PickleError> {
+        if code == op::NEWOBJ_EX {
+            self.pop()?; // kwargs
+        }
+        let args = self.pop()?;
+        let class = self.pop()?;
+        let id = match self.global(class) {
+            Some(("collections", "OrderedDict")) | Some(("__builtin__" | "builtins", "dict")) => {
+                self.new_obj(Node::Dict(Vec::new()), 1)?
+            }
+            _ => {
+                let depth = self.depth_of(&[args]) + 1;
+                self.new_obj(Node::Opaque(class), depth)?
+            }
+        };
+        self.push(id)
+    }
+
+    /// BUILD, `__setstate__`: attributes of an OrderedDict (a state dict's `_metadata`), of
+    /// opaque objects or of a tensor subclass. None is needed; all are dropped.
+    fn build(&mut self) -> Result<(), PickleError> {
+        self.pop()?;
+        self.top()?;
+        Ok(())
+    }
+
+    fn persistent_id(&mut self) -> Result<(), PickleError> {
+        let pid = self.pop()?;
+        let id = self.persistent_load(pid)?;
+        self.push(id)
+    }
+
+    fn unsupported<T>(&self, code: u8) -> Result<T, PickleError> {
+        match unsupported_name(code) {
+            Some(name) => self.err(format!(
+                "unsupported pickle opcode {name} (torch.save does not write it)"
+            )),
+            None => self.err(format!("unknown pickle opcode 0x{code:02x}")),
         }
     }
 
