@@ -443,6 +443,14 @@ impl ImageConfig {
         {
             return fail("the GroupViT encoder has two stages: image.depths, image.num_heads and image.num_group_tokens need 2 entries, image.num_output_groups 1".into());
         }
+        self.validate_picture_sizes()?;
+        self.validate_layout()?;
+        self.validate_tensor_sizes()
+    }
+
+    /// The training picture, the patches and the segmentation window: sizes that divide and
+    /// grids within the patch limit.
+    fn validate_picture_sizes(&self) -> Result<(), OvsegError> {
         within("image.img_size", self.img_size, 1, MAX_IMAGE_SIDE)?;
         within("image.patch_size", self.patch_size, 1, MAX_PATCH_SIZE)?;
         if !self.img_size.is_multiple_of(self.patch_size) {
@@ -483,6 +491,11 @@ impl ImageConfig {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Widths, depths, heads, groups, the MLPs' ratio and the drop-path rate.
+    fn validate_layout(&self) -> Result<(), OvsegError> {
         within("image.embed_dim", self.embed_dim, 2, MAX_WIDTH)?;
         for (stage, &depth) in self.depths.iter().enumerate() {
             within(&format!("image.depths[{stage}]"), depth, 0, MAX_LAYERS)?;
@@ -537,6 +550,12 @@ impl ImageConfig {
                 self.drop_path_rate
             ));
         }
+        Ok(())
+    }
+
+    /// Every tensor the configuration makes is within the per-tensor limit.
+    fn validate_tensor_sizes(&self) -> Result<(), OvsegError> {
+        let hidden = self.mlp_hidden();
         let (d, p, grid) = (self.embed_dim, self.patch_size, self.grid());
         check_tensors(&[
             (
@@ -606,6 +625,19 @@ impl TextConfig {
     /// The text encoder's part of [`OvsegConfig::validate`] (also what [`Self::from_hf_json`]
     /// checks on its own).
     pub fn validate(&self) -> Result<(), OvsegError> {
+        self.validate_fields()?;
+        self.validate_tensor_sizes()?;
+        let n = self.parameter_count();
+        if n > MAX_PARAMETERS {
+            return fail(format!(
+                "the text encoder would have {n} parameters, over the limit of {MAX_PARAMETERS}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every field within its limits and consistent with the others.
+    fn validate_fields(&self) -> Result<(), OvsegError> {
         within("text.hidden_size", self.hidden_size, 1, MAX_WIDTH)?;
         within(
             "text.num_attention_heads",
@@ -666,6 +698,11 @@ impl TextConfig {
                 self.positions_needed()
             ));
         }
+        Ok(())
+    }
+
+    /// Every tensor the configuration makes is within the per-tensor limit.
+    fn validate_tensor_sizes(&self) -> Result<(), OvsegError> {
         let h = self.hidden_size;
         check_tensors(&[
             (
@@ -684,14 +721,7 @@ impl TextConfig {
                 "a feed-forward layer (text.hidden_size × text.intermediate_size)",
                 mul(&[h, self.intermediate_size]),
             ),
-        ])?;
-        let n = self.parameter_count();
-        if n > MAX_PARAMETERS {
-            return fail(format!(
-                "the text encoder would have {n} parameters, over the limit of {MAX_PARAMETERS}"
-            ));
-        }
-        Ok(())
+        ])
     }
 
     /// Parameters of the text encoder as [`TextConfig::init`] builds it (saturating).
