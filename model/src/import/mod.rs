@@ -146,47 +146,15 @@ pub fn load_module<B: Backend, M: ModuleSnapshot<B> + Module<B>>(
             target.tensor_id.unwrap_or_default(),
         ));
     }
-    let mut unexpected = Vec::new();
-    let mut ignored = Vec::new();
-    for key in source.keys() {
-        if used.contains(&key) {
-            continue;
-        }
-        if ignorable(&key) {
-            ignored.push(key)
-        } else {
-            unexpected.push(key)
-        }
-    }
+    let (ignored, unexpected): (Vec<String>, Vec<String>) = source
+        .keys()
+        .into_iter()
+        .filter(|key| !used.contains(key))
+        .partition(|key| ignorable(key.as_str()));
     if !(missing.is_empty() && mismatched.is_empty() && unexpected.is_empty()) {
-        // One line: the first few of each kind, the first mismatch first.
-        let mut parts = Vec::new();
-        for (title, list) in [
-            ("shape mismatch", &mismatched),
-            ("missing", &missing),
-            ("unexpected", &unexpected),
-        ] {
-            if !list.is_empty() {
-                let shown: Vec<&str> = list.iter().take(4).map(String::as_str).collect();
-                let more = if list.len() > shown.len() {
-                    format!(", ... and {} more", list.len() - shown.len())
-                } else {
-                    String::new()
-                };
-                parts.push(format!(
-                    "{title} ({}): {}{more}",
-                    list.len(),
-                    shown.join(", ")
-                ));
-            }
-        }
-        let message = format!(
-            "does not match the model configuration: {}",
-            parts.join("; ")
-        );
         return Err(OvsegError::Checkpoint {
             path: origin.into(),
-            message,
+            message: mismatch_message(&mismatched, &missing, &unexpected),
         });
     }
     let loaded = snapshots.len();
@@ -199,4 +167,33 @@ pub fn load_module<B: Backend, M: ModuleSnapshot<B> + Module<B>>(
         });
     }
     Ok(ImportReport { loaded, ignored })
+}
+
+/// What [`load_module`] found wrong, on one line: the first few of each kind, the first
+/// mismatch first.
+fn mismatch_message(mismatched: &[String], missing: &[String], unexpected: &[String]) -> String {
+    let mut parts = Vec::new();
+    for (title, list) in [
+        ("shape mismatch", mismatched),
+        ("missing", missing),
+        ("unexpected", unexpected),
+    ] {
+        if !list.is_empty() {
+            let shown: Vec<&str> = list.iter().take(4).map(String::as_str).collect();
+            let more = if list.len() > shown.len() {
+                format!(", ... and {} more", list.len() - shown.len())
+            } else {
+                String::new()
+            };
+            parts.push(format!(
+                "{title} ({}): {}{more}",
+                list.len(),
+                shown.join(", ")
+            ));
+        }
+    }
+    format!(
+        "does not match the model configuration: {}",
+        parts.join("; ")
+    )
 }
