@@ -7,8 +7,8 @@ use anyhow::{bail, Context, Result};
 use image::{DynamicImage, ImageDecoder, ImageReader};
 use ovseg_model::segmentation::RgbImage;
 
-/// Pictures beyond this many pixels are refused (a 16k x 16k photo is 268 MP).
-pub const MAX_PIXELS: u64 = 100_000_000;
+/// Pictures beyond this many pixels are refused (the page's bound too).
+pub const MAX_PIXELS: u64 = ovseg_model::segmentation::MAX_PIXELS as u64;
 
 pub fn read_image(path: &Path) -> Result<RgbImage> {
     let reader =

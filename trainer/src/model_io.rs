@@ -3,9 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use ovseg_model::formats::{open_model, ModelFile, TextPack, DETECT_BYTES};
 use ovseg_model::import::load_checkpoint;
-use ovseg_model::pack::{is_pack, Pack, PackPart};
-use ovseg_model::record::{model_from_bytes, model_to_bytes, Precision};
+use ovseg_model::record::{model_to_bytes, Precision};
 use ovseg_model::text::TextTokenizer;
 use ovseg_model::{OvSegmentor, OvsegConfig};
 
@@ -14,9 +14,7 @@ use burn::prelude::Backend;
 use crate::backend::Cpu;
 use crate::files::write_atomically;
 
-/// File names of the two parts `ovseg export-web` writes.
-pub const IMAGE_PACK: &str = "image.ovsegpack";
-pub const TEXT_PACK: &str = "text.ovsegpack";
+pub use ovseg_model::formats::{IMAGE_PACK, TEXT_PACK};
 
 /// A model configuration: a JSON file, or the name of a preset (`OvsegConfig::PRESETS`, e.g.
 /// `vits-roberta` for the second released model) when no such file exists.
@@ -31,13 +29,19 @@ pub fn read_config(path: &Path) -> Result<OvsegConfig> {
     OvsegConfig::from_json(&json).with_context(|| format!("config {}", path.display()))
 }
 
-/// PyTorch checkpoints are zip archives; ovseg model files are MessagePack.
-fn is_pth(path: &Path) -> bool {
-    let mut magic = [0u8; 2];
+/// Whether the file is a PyTorch checkpoint, from its first bytes ([`ModelFile::detect`]); the
+/// other kinds are told apart, and refused when unknown, once the whole file is read.
+fn is_checkpoint(path: &Path) -> Result<bool> {
+    let mut prefix = Vec::new();
     std::fs::File::open(path)
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
-        .map(|_| &magic == b"PK")
-        .unwrap_or(false)
+        .and_then(|f| {
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(f, DETECT_BYTES as u64),
+                &mut prefix,
+            )
+        })
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(ModelFile::detect(&prefix) == Ok(ModelFile::Checkpoint))
 }
 
 /// A model as the commands use it: weights, configuration and the tokenizer that goes with them.
@@ -59,7 +63,7 @@ pub fn load_model<B: Backend>(
     if !path.is_file() {
         bail!("model file {} does not exist", path.display());
     }
-    let (model, stored, stored_tokenizer) = if is_pth(path) {
+    let (model, stored, stored_tokenizer) = if is_checkpoint(path)? {
         let Some(config_path) = config else {
             bail!(
                 "{} is a PyTorch checkpoint: give its model configuration with --config",
@@ -70,15 +74,7 @@ pub fn load_model<B: Backend>(
         let (model, _) = load_checkpoint::<B>(path, &config, device)?;
         (model, config, None)
     } else {
-        let bytes =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let loaded = if is_pack(&bytes) {
-            load_packs::<B>(path, bytes, device)?
-        } else {
-            let (model, manifest) =
-                model_from_bytes::<B>(bytes, &path.display().to_string(), device)?;
-            (model, manifest.config, manifest.tokenizer)
-        };
+        let loaded = load_file::<B>(path, device)?;
         if let Some(config_path) = config {
             if read_config(config_path)? != loaded.1 {
                 bail!(
@@ -149,17 +145,18 @@ pub fn check_tokenizer(
     tokenizer.check_model(&config.text).with_context(|| origin)
 }
 
-/// The parts `ovseg export-web` writes: the image pack `path`, and the text pack
+/// A model file, or the image pack `path` of `ovseg export-web` with the text pack
 /// [`TEXT_PACK`] beside it (every native command embeds class names), which carries the
-/// tokenizer.
-fn load_packs<B: Backend>(
+/// tokenizer; which it is, [`open_model`] decides.
+fn load_file<B: Backend>(
     path: &Path,
-    bytes: Vec<u8>,
     device: &B::Device,
 ) -> Result<(OvSegmentor<B>, OvsegConfig, Option<String>)> {
-    let image = Pack::from_bytes(bytes, &path.display().to_string())?;
-    let config = image.config().clone();
-    let model = image.init_model::<B>(device)?;
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let opened = open_model::<B>(bytes, &path.display().to_string(), device)?;
+    if opened.has_text() {
+        return Ok((opened.model, opened.config, opened.tokenizer));
+    }
     let text_path = path.with_file_name(TEXT_PACK);
     if !text_path.is_file() {
         bail!(
@@ -170,12 +167,9 @@ fn load_packs<B: Backend>(
     }
     let text_bytes = std::fs::read(&text_path)
         .with_context(|| format!("cannot read {}", text_path.display()))?;
-    let text = Pack::from_bytes(text_bytes, &text_path.display().to_string())?;
-    if text.part() != PackPart::Text {
-        bail!("{} is not a text pack", text_path.display());
-    }
-    let tokenizer = text.tokenizer().map(str::to_string);
-    Ok((text.load_into(model, &config)?, config, tokenizer))
+    let text = TextPack::from_bytes(text_bytes, &text_path.display().to_string())?;
+    let model = text.attach(opened.model, &opened.config)?;
+    Ok((model, opened.config, text.tokenizer().map(str::to_string)))
 }
 
 /// A `tokenizer.json` the user names, or the built-in uncased BERT one.

@@ -6,17 +6,7 @@ use image::{Rgb, RgbImage as Canvas};
 use ovseg_model::segmentation::RgbImage;
 
 /// PASCAL VOC's colour map (bit-interleaved index), the palette segmentation tools share.
-pub fn palette_color(index: usize) -> [u8; 3] {
-    let (mut r, mut g, mut b) = (0u8, 0u8, 0u8);
-    let mut c = index;
-    for shift in (0..8).rev() {
-        r |= ((c & 1) as u8) << shift;
-        g |= (((c >> 1) & 1) as u8) << shift;
-        b |= (((c >> 2) & 1) as u8) << shift;
-        c >>= 3;
-    }
-    [r, g, b]
-}
+pub use ovseg_model::segmentation::voc_color as palette_color;
 
 /// Colour of user label `k` (0-based, background excluded): VOC colours from index 1 on.
 pub fn label_color(k: usize) -> [u8; 3] {

@@ -1,8 +1,8 @@
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use ovseg_model::segmentation::{TemplateSet, Vocab};
+use ovseg_model::segmentation::{check_bg_thresh, TemplateSet, Vocab};
 
 use burn::prelude::Backend;
 
@@ -81,9 +81,7 @@ pub fn run(args: Args) -> Result<()> {
 
 fn run_on<B: Backend>(args: &Args, device: B::Device) -> Result<()> {
     if let Some(t) = args.bg_thresh {
-        if !(0.0..=1.0).contains(&t) {
-            bail!("--bg-thresh {t} must be between 0 and 1");
-        }
+        check_bg_thresh(t).context("--bg-thresh")?;
     }
     let classes = args.classes.as_deref().map(read_class_list).transpose()?;
 

@@ -9,8 +9,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use base64::Engine as _;
+use burn::prelude::Backend;
 use ovseg_model::pack::{write_pack, Pack, PackPart, Storage};
-use ovseg_model::segmentation::{ClassEmbedder, TemplateSet, Vocab};
+use ovseg_model::segmentation::{ClassEmbedder, TemplateSet, Vocab, MAX_BYTE_LABELS};
+use ovseg_model::text::TextTokenizer;
+use ovseg_model::OvSegmentor;
 use serde_json::json;
 
 use crate::backend::Cpu;
@@ -51,6 +54,84 @@ pub struct Args {
     template: TemplateSet,
 }
 
+/// A list of classes whose embeddings classes.json carries, with how the page segments them.
+struct LabelSet {
+    name: String,
+    labels: Vec<String>,
+    with_background: bool,
+    bg_thresh: Option<f64>,
+}
+
+/// Every benchmark's classes, the page's first words and each `--labels` list.
+fn label_sets(extra: &[String]) -> Result<Vec<LabelSet>> {
+    let mut sets = Vec::new();
+    // Every benchmark's classes are precomputed.
+    for name in BENCHMARKS.iter().map(|b| b.name) {
+        let vocab = Vocab::get().dataset(name)?;
+        let labels: Vec<String> = vocab
+            .foreground()
+            .iter()
+            .map(|c| c.trim().to_string())
+            .collect();
+        sets.push(LabelSet {
+            name: name.to_string(),
+            labels,
+            with_background: vocab.with_background,
+            bg_thresh: vocab.bg_thresh,
+        });
+    }
+    let page = ovseg_model::segmentation::parse_labels(PAGE_LABELS, MAX_BYTE_LABELS)?;
+    sets.push(LabelSet {
+        name: "page".to_string(),
+        labels: page,
+        with_background: true,
+        bg_thresh: None,
+    });
+    for (i, words) in extra.iter().enumerate() {
+        let labels = ovseg_model::segmentation::parse_labels(words, MAX_BYTE_LABELS)
+            .with_context(|| format!("--labels {words:?}"))?;
+        sets.push(LabelSet {
+            name: format!("labels{}", i + 1),
+            labels,
+            with_background: true,
+            bg_thresh: None,
+        });
+    }
+    Ok(sets)
+}
+
+/// classes.json's `datasets`: each set's labels and their class embeddings (base64 of
+/// little-endian f32), by name.
+fn embed_sets<B: Backend>(
+    model: &OvSegmentor<B>,
+    tokenizer: &TextTokenizer,
+    template: TemplateSet,
+    sets: Vec<LabelSet>,
+    device: &B::Device,
+) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let mut datasets = serde_json::Map::new();
+    for set in sets {
+        let embeddings =
+            ClassEmbedder::new(tokenizer, template).embed(model, &set.labels, device)?;
+        let values: Vec<f32> = embeddings
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .map_err(|e| anyhow::anyhow!("class embeddings: {e:?}"))?;
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        datasets.insert(
+            set.name,
+            json!({
+                "labels": set.labels,
+                "with_background": set.with_background,
+                "bg_thresh": set.bg_thresh,
+                "embeddings": base64::engine::general_purpose::STANDARD.encode(bytes),
+            }),
+        );
+    }
+    Ok(datasets)
+}
+
 pub fn run(args: Args) -> Result<()> {
     let device = Default::default();
     let loaded = load_model::<Cpu>(
@@ -76,49 +157,8 @@ pub fn run(args: Args) -> Result<()> {
     let stored = Pack::from_bytes(image_pack.clone(), IMAGE_PACK)?.init_model::<Cpu>(&device)?;
     let model = Pack::from_bytes(text_pack.clone(), TEXT_PACK)?.load_into(stored, &config)?;
 
-    let mut sets = Vec::new();
-    // Every benchmark's classes are precomputed.
-    for name in BENCHMARKS.iter().map(|b| b.name) {
-        let vocab = Vocab::get().dataset(name)?;
-        let labels: Vec<String> = vocab
-            .foreground()
-            .iter()
-            .map(|c| c.trim().to_string())
-            .collect();
-        sets.push((
-            name.to_string(),
-            labels,
-            vocab.with_background,
-            vocab.bg_thresh,
-        ));
-    }
-    let page = ovseg_model::segmentation::parse_labels(PAGE_LABELS, 254)?;
-    sets.push(("page".to_string(), page, true, None));
-    for (i, words) in args.labels.iter().enumerate() {
-        let labels = ovseg_model::segmentation::parse_labels(words, 254)
-            .with_context(|| format!("--labels {words:?}"))?;
-        sets.push((format!("labels{}", i + 1), labels, true, None));
-    }
-    let mut datasets = serde_json::Map::new();
-    for (name, labels, with_background, bg_thresh) in sets {
-        let embeddings =
-            ClassEmbedder::new(&tokenizer, template).embed(&model, &labels, &device)?;
-        let values: Vec<f32> = embeddings
-            .into_data()
-            .convert::<f32>()
-            .to_vec()
-            .map_err(|e| anyhow::anyhow!("class embeddings: {e:?}"))?;
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        datasets.insert(
-            name,
-            json!({
-                "labels": labels,
-                "with_background": with_background,
-                "bg_thresh": bg_thresh,
-                "embeddings": base64::engine::general_purpose::STANDARD.encode(bytes),
-            }),
-        );
-    }
+    let sets = label_sets(&args.labels)?;
+    let datasets = embed_sets(&model, &tokenizer, template, sets, &device)?;
     let classes = json!({
         "format": 1,
         "template": template.name(),

@@ -3,15 +3,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
-use ovseg_model::segmentation::{parse_labels, ClassEmbedder, SegmentOptions, TemplateSet};
+use ovseg_model::segmentation::{
+    ClassEmbedder, Request, SegmentOptions, TemplateSet, MAX_BYTE_LABELS, MAX_LABELS,
+};
 use ovseg_model::share::{LinkPicture, ShareLink};
 
 use crate::files::write_atomically;
 use crate::image_io::{expand_inputs, read_image, write_mask};
 use crate::overlay::render_overlay;
-
-/// More labels than this is almost certainly a mistake (ADE20K, the largest benchmark, has 150).
-const MAX_LABELS: usize = 1000;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -61,15 +60,21 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 fn run_on<B: Backend>(args: &Args, device: B::Device) -> Result<()> {
-    if !(0.0..=1.0).contains(&args.bg_thresh) {
-        bail!("--bg-thresh {} must be between 0 and 1", args.bg_thresh);
-    }
-    let labels = parse_labels(&args.labels, MAX_LABELS)?;
-    if args.share_url.is_some() && labels.len() >= ovseg_model::share::MAX_LABELS {
+    let request = Request::parse(
+        &args.labels,
+        !args.no_background,
+        args.bg_thresh,
+        args.template.name(),
+        MAX_LABELS,
+    )
+    .map_err(|e| {
+        let flag = format!("--{}", e.field().replace('_', "-"));
+        anyhow::Error::new(e).context(flag)
+    })?;
+    if args.share_url.is_some() && request.labels.len() > MAX_BYTE_LABELS {
         bail!(
-            "a share link holds at most {} labels; {} given",
-            ovseg_model::share::MAX_LABELS - 1,
-            labels.len()
+            "a share link holds at most {MAX_BYTE_LABELS} labels; {} given",
+            request.labels.len()
         );
     }
     let images = expand_inputs(&args.image)?;
@@ -88,20 +93,12 @@ fn run_on<B: Backend>(args: &Args, device: B::Device) -> Result<()> {
     }
 
     let (model, tokenizer) = args.model.load::<B>(&device)?;
-    let template = args.template;
     // The words are encoded once for every picture of the run.
-    let classes = ClassEmbedder::new(&tokenizer, template).embed(&model, &labels, &device)?;
-    let background = !args.no_background;
+    let classes =
+        ClassEmbedder::new(&tokenizer, request.template).embed(&model, &request.labels, &device)?;
     let options = SegmentOptions {
-        bg_thresh: background.then_some(args.bg_thresh),
+        bg_thresh: request.threshold(),
         ..model.segment_options(args.model.window)
-    };
-    let names: Vec<String> = if background {
-        std::iter::once("background".to_string())
-            .chain(labels.iter().cloned())
-            .collect()
-    } else {
-        labels.clone()
     };
 
     let bar = ProgressBar::new(images.len() as u64);
@@ -124,8 +121,7 @@ fn run_on<B: Backend>(args: &Args, device: B::Device) -> Result<()> {
                 path,
                 &classes,
                 &options,
-                &names,
-                background,
+                &request,
                 args,
                 out_dir.as_deref(),
             )
@@ -170,14 +166,12 @@ fn guarded(work: impl FnOnce() -> Result<String>) -> Result<String> {
     })
 }
 
-#[allow(clippy::too_many_arguments)]
 fn segment_one<B: Backend>(
     model: &ovseg_model::OvSegmentor<B>,
     path: &Path,
     classes: &Tensor<B, 2>,
     options: &SegmentOptions,
-    names: &[String],
-    background: bool,
+    request: &Request,
     args: &Args,
     out_dir: Option<&Path>,
 ) -> Result<String> {
@@ -185,6 +179,7 @@ fn segment_one<B: Backend>(
     let result = model.segment(&picture, classes.clone(), options);
     let (w, h) = (picture.width, picture.height);
     let labels = result.label_values();
+    let names = request.names();
 
     let stem = path
         .file_stem()
@@ -197,7 +192,7 @@ fn segment_one<B: Backend>(
         write_mask(p, &labels, w, h)?;
     }
     if let Some(p) = &overlay_path {
-        let overlay = render_overlay(&picture, &labels, names, background, 0.5);
+        let overlay = render_overlay(&picture, &labels, &names, request.background, 0.5);
         overlay
             .save(p)
             .with_context(|| format!("cannot write {}", p.display()))?;
@@ -212,14 +207,10 @@ fn segment_one<B: Backend>(
             None => LinkPicture::Jpeg(small_jpeg(&picture)?),
         };
         let shared = ShareLink {
-            labels: if background {
-                names[1..].to_vec()
-            } else {
-                names.to_vec()
-            },
-            background,
-            bg_thresh: args.bg_thresh,
-            template: args.template.name().to_string(),
+            labels: request.labels.clone(),
+            background: request.background,
+            bg_thresh: request.bg_thresh,
+            template: request.template.name().to_string(),
             model: args.share_model_url.clone().unwrap_or_default(),
             width: w,
             height: h,

@@ -126,20 +126,7 @@ pub fn class_names(caption_names: bool, kinds: usize) -> Vec<String> {
 }
 
 /// The PASCAL VOC colour map (256 entries), so label PNGs look like the benchmark's.
-pub fn voc_palette() -> Vec<u8> {
-    let mut palette = Vec::with_capacity(256 * 3);
-    for i in 0..256u32 {
-        let (mut r, mut g, mut b, mut c) = (0u8, 0u8, 0u8, i);
-        for j in 0..8 {
-            r |= ((c & 1) as u8) << (7 - j);
-            g |= (((c >> 1) & 1) as u8) << (7 - j);
-            b |= (((c >> 2) & 1) as u8) << (7 - j);
-            c >>= 3;
-        }
-        palette.extend([r, g, b]);
-    }
-    palette
-}
+pub use ovseg_model::segmentation::voc_palette;
 
 pub fn encode_jpeg(rgb: &[u8], size: usize, quality: u8) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
