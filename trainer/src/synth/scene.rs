@@ -53,11 +53,98 @@ fn jitter(rng: &mut impl Rng, c: [f32; 3], amount: f32) -> [f32; 3] {
     c.map(|v| (v + rng.random_range(-amount..=amount)).clamp(0.0, 255.0))
 }
 
+/// The object's colour name and value: its kind's own colour, one of its kind's two typical
+/// colours (with probability `style.typical_colours`) or any colour.
+fn main_colour(rng: &mut impl Rng, kind: Kind, style: &Style) -> (&'static str, [f32; 3]) {
+    let typical = style.typical_colours;
+    // No draw at all when `typical` is 0, so such worlds are the generator's first ones.
+    let &(colour, main) = if style.own_colours {
+        let name = kind.own_colour();
+        COLOURS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .expect("a named colour")
+    } else if typical > 0.0 && rng.random_bool(typical) {
+        let name = *kind.typical_colours().choose(rng).expect("two colours");
+        COLOURS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .expect("a named colour")
+    } else {
+        COLOURS.choose(rng).expect("colours")
+    };
+    (colour, main)
+}
+
+/// The object's second colour: another named colour, or its kind's usual one (sails, flower
+/// centres, roofs).
+fn second_colour(rng: &mut impl Rng, kind: Kind, colour: &str) -> [f32; 3] {
+    let second = loop {
+        let &(name, c) = COLOURS.choose(rng).expect("colours");
+        if name != colour {
+            break c;
+        }
+    };
+    match kind {
+        // Sails and flower centres look best in their own usual colours.
+        Kind::Boat if rng.random_bool(0.6) => [245.0, 245.0, 240.0],
+        Kind::Flower if rng.random_bool(0.7) => [235.0, 190.0, 40.0],
+        Kind::House => *[
+            [165.0, 50.0, 40.0],
+            [90.0, 60.0, 45.0],
+            [80.0, 80.0, 90.0],
+            [40.0, 40.0, 45.0],
+        ]
+        .choose(rng)
+        .expect("roofs"),
+        _ => second,
+    }
+}
+
+/// The pattern of the object's main colour (plain for kinds that do not show one).
+fn random_pattern(rng: &mut impl Rng, kind: Kind, style: &Style) -> Pattern {
+    if style.own_colours {
+        Pattern::Plain
+    } else if kind.shows_pattern() || kind == Kind::House {
+        match rng.random_range(0..5) {
+            0 | 1 => Pattern::Plain,
+            2 => Pattern::Stripes {
+                freq: rng.random_range(6.0..14.0),
+                angle: rng.random_range(0.0..std::f32::consts::PI),
+            },
+            3 => Pattern::Dots {
+                freq: rng.random_range(2.5..5.0),
+            },
+            _ => Pattern::Checks {
+                freq: rng.random_range(2.0..4.0),
+            },
+        }
+    } else {
+        Pattern::Plain
+    }
+}
+
+/// The object's tilt, radians, within what looks natural for its kind (a bottle sometimes
+/// lies on its side).
+fn random_tilt(rng: &mut impl Rng, kind: Kind) -> f32 {
+    let max_tilt = kind.max_tilt();
+    let mut tilt = if max_tilt > 0.0 {
+        rng.random_range(-max_tilt..=max_tilt)
+    } else {
+        0.0
+    };
+    if kind == Kind::Bottle && rng.random_bool(0.15) {
+        tilt += std::f32::consts::FRAC_PI_2;
+    }
+    tilt
+}
+
 impl Object {
-    /// `typical`: the probability that the object takes one of its kind's typical colours
-    /// rather than any colour.
+    /// A random object of `kind` in a picture of `size` pixels holding `count` objects, its
+    /// colours as `style` asks (`style.typical_colours`: the probability that it takes one of its
+    /// kind's typical colours rather than any colour).
     fn random(rng: &mut impl Rng, kind: Kind, size: usize, count: usize, style: &Style) -> Self {
-        let (typical, object_scale) = (style.typical_colours, style.object_scale);
+        let object_scale = style.object_scale;
         let s = size as f32;
         // The object's extent (twice `scale`) is 15-55% of the side, smaller when crowded,
         // times `object_scale` (at most 90%).
@@ -72,70 +159,10 @@ impl Object {
         let margin = scale * 0.6;
         let cx = rng.random_range(margin..(s - margin));
         let cy = rng.random_range(margin..(s - margin));
-        // No draw at all when `typical` is 0, so such worlds are the generator's first ones.
-        let &(colour, main) = if style.own_colours {
-            let name = kind.own_colour();
-            COLOURS
-                .iter()
-                .find(|(n, _)| *n == name)
-                .expect("a named colour")
-        } else if typical > 0.0 && rng.random_bool(typical) {
-            let name = *kind.typical_colours().choose(rng).expect("two colours");
-            COLOURS
-                .iter()
-                .find(|(n, _)| *n == name)
-                .expect("a named colour")
-        } else {
-            COLOURS.choose(rng).expect("colours")
-        };
-        let second = loop {
-            let &(name, c) = COLOURS.choose(rng).expect("colours");
-            if name != colour {
-                break c;
-            }
-        };
-        let second = match kind {
-            // Sails and flower centres look best in their own usual colours.
-            Kind::Boat if rng.random_bool(0.6) => [245.0, 245.0, 240.0],
-            Kind::Flower if rng.random_bool(0.7) => [235.0, 190.0, 40.0],
-            Kind::House => *[
-                [165.0, 50.0, 40.0],
-                [90.0, 60.0, 45.0],
-                [80.0, 80.0, 90.0],
-                [40.0, 40.0, 45.0],
-            ]
-            .choose(rng)
-            .expect("roofs"),
-            _ => second,
-        };
-        let pattern = if style.own_colours {
-            Pattern::Plain
-        } else if kind.shows_pattern() || kind == Kind::House {
-            match rng.random_range(0..5) {
-                0 | 1 => Pattern::Plain,
-                2 => Pattern::Stripes {
-                    freq: rng.random_range(6.0..14.0),
-                    angle: rng.random_range(0.0..std::f32::consts::PI),
-                },
-                3 => Pattern::Dots {
-                    freq: rng.random_range(2.5..5.0),
-                },
-                _ => Pattern::Checks {
-                    freq: rng.random_range(2.0..4.0),
-                },
-            }
-        } else {
-            Pattern::Plain
-        };
-        let max_tilt = kind.max_tilt();
-        let mut tilt = if max_tilt > 0.0 {
-            rng.random_range(-max_tilt..=max_tilt)
-        } else {
-            0.0
-        };
-        if kind == Kind::Bottle && rng.random_bool(0.15) {
-            tilt += std::f32::consts::FRAC_PI_2;
-        }
+        let (colour, main) = main_colour(rng, kind, style);
+        let second = second_colour(rng, kind, colour);
+        let pattern = random_pattern(rng, kind, style);
+        let tilt = random_tilt(rng, kind);
         Self {
             kind,
             cx,
