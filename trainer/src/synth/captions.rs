@@ -98,11 +98,8 @@ fn join_list(items: &[String]) -> String {
     }
 }
 
-/// `detail` (0-1) scales how often colours, patterns and the place are said: 1 for the
-/// world's usual captions; lower leaves more captions naming only the objects, so that matching
-/// a caption takes knowing the objects rather than their colours and backdrop. `place`, when
-/// given, is how often the place is said instead (0.7 * `detail` otherwise).
-pub fn caption(rng: &mut impl Rng, scene: &Scene, detail: f64, place: Option<f64>) -> String {
+/// The scene's objects, one group per kind, in drawing order of each kind's first object.
+fn groups_by_kind(scene: &Scene) -> Vec<Group<'_>> {
     let mut groups: Vec<Group> = Vec::new();
     for o in &scene.objects {
         match groups.iter_mut().find(|g| g.kind == o.kind) {
@@ -113,24 +110,21 @@ pub fn caption(rng: &mut impl Rng, scene: &Scene, detail: f64, place: Option<f64
             }),
         }
     }
-    groups.shuffle(rng);
-    let phrases: Vec<String> = groups.iter().map(|g| noun_phrase(rng, g, detail)).collect();
-    // The place is what the first-named object stands on or in front of (kites in the sky,
-    // boats on the water, when the picture has them there).
-    let place = if rng.random_bool(place.unwrap_or(0.7 * detail)) {
-        let first = groups[0].objects[0];
-        let base = (first.cy + first.scale * 0.6) / scene.size as f32;
-        let surface = scene
-            .backdrop
-            .surface_at(first.cx / scene.size as f32, base.min(1.0));
-        format!(" {}", surface.phrases().choose(rng).expect("phrases"))
-    } else {
-        String::new()
-    };
+    groups
+}
+
+/// The caption's sentence around the noun `phrases` of `groups` and the `place` phrase.
+fn sentence(
+    rng: &mut impl Rng,
+    scene: &Scene,
+    groups: &[Group],
+    phrases: &[String],
+    place: &str,
+) -> String {
     let plural = groups.len() > 1 || groups[0].objects.len() > 1;
     let singles = groups.len() >= 2 && groups[..2].iter().all(|g| g.objects.len() == 1);
 
-    let text = match groups.len() {
+    match groups.len() {
         1 => {
             let a = &phrases[0];
             let there = if plural { "there are" } else { "there is" };
@@ -158,7 +152,7 @@ pub fn caption(rng: &mut impl Rng, scene: &Scene, detail: f64, place: Option<f64
             }
         }
         _ => {
-            let list = join_list(&phrases);
+            let list = join_list(phrases);
             match rng.random_range(0..4) {
                 0 if singles => {
                     let rel = relation(rng, scene, groups[0].objects[0], groups[1].objects[0]);
@@ -173,8 +167,30 @@ pub fn caption(rng: &mut impl Rng, scene: &Scene, detail: f64, place: Option<f64
                 _ => format!("{list}{place}"),
             }
         }
+    }
+}
+
+/// `detail` (0-1) scales how often colours, patterns and the place are said: 1 for the
+/// world's usual captions; lower leaves more captions naming only the objects, so that matching
+/// a caption takes knowing the objects rather than their colours and backdrop. `place`, when
+/// given, is how often the place is said instead (0.7 * `detail` otherwise).
+pub fn caption(rng: &mut impl Rng, scene: &Scene, detail: f64, place: Option<f64>) -> String {
+    let mut groups = groups_by_kind(scene);
+    groups.shuffle(rng);
+    let phrases: Vec<String> = groups.iter().map(|g| noun_phrase(rng, g, detail)).collect();
+    // The place is what the first-named object stands on or in front of (kites in the sky,
+    // boats on the water, when the picture has them there).
+    let place = if rng.random_bool(place.unwrap_or(0.7 * detail)) {
+        let first = groups[0].objects[0];
+        let base = (first.cy + first.scale * 0.6) / scene.size as f32;
+        let surface = scene
+            .backdrop
+            .surface_at(first.cx / scene.size as f32, base.min(1.0));
+        format!(" {}", surface.phrases().choose(rng).expect("phrases"))
+    } else {
+        String::new()
     };
-    let mut text = text;
+    let mut text = sentence(rng, scene, &groups, &phrases, &place);
     if rng.random_bool(0.5) {
         let mut chars = text.chars();
         if let Some(first) = chars.next() {
