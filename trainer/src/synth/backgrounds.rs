@@ -263,44 +263,53 @@ fn surface_colour(surface: Surface, x: f32, t: f32, y: f32, seed: u32) -> [f32; 
             let shade = fbm(x * 5.0, y * 5.0, seed);
             mix([242.0, 245.0, 250.0], [185.0, 200.0, 225.0], shade * 0.6)
         }
-        Surface::BrickWall => {
-            let (bw, bh) = (0.13, 0.055);
-            let row = (y / bh).floor();
-            let bx = x / bw + if row as i32 % 2 == 0 { 0.0 } else { 0.5 };
-            let (fx, fy) = (bx.fract(), (y / bh).fract());
-            if fx < 0.06 || fy < 0.12 {
-                [195.0, 190.0, 180.0]
-            } else {
-                let k = 0.8 + 0.35 * hash(bx.floor() as i32, row as i32, seed);
-                scale(
-                    [165.0, 70.0, 50.0],
-                    k * (0.9 + 0.15 * noise(x * 80.0, y * 80.0, seed)),
-                )
-            }
-        }
+        Surface::BrickWall => brick_wall_colour(x, y, seed),
         Surface::PaintedWall(paint) => scale(paint, 0.9 + 0.12 * fbm(x * 3.0, y * 3.0, seed)),
         Surface::Plain(i) => PLAIN[i].0,
-        Surface::WoodFloor => {
-            let ph = 0.05 + 0.05 * t;
-            let plank = (y / ph).floor();
-            let k = 0.75 + 0.35 * hash(plank as i32, 0, seed);
-            let grain = 0.9 + 0.1 * (x * 60.0 + fbm(x * 4.0, y * 20.0, seed) * 10.0).sin();
-            if (y / ph).fract() < 0.08 {
-                [70.0, 45.0, 30.0]
-            } else {
-                scale([160.0, 110.0, 65.0], k * grain)
-            }
-        }
-        Surface::Tiles(paint) => {
-            let n = 6.0 + 6.0 * (1.0 - t);
-            let (tx, ty) = (x * n, t * 5.0);
-            if tx.fract() < 0.05 || ty.fract() < 0.06 {
-                [120.0, 120.0, 115.0]
-            } else if (tx.floor() + ty.floor()) as i32 % 2 == 0 {
-                scale(paint, 0.95)
-            } else {
-                scale(paint, 0.75)
-            }
-        }
+        Surface::WoodFloor => wood_floor_colour(x, t, y, seed),
+        Surface::Tiles(paint) => tiles_colour(paint, x, t),
+    }
+}
+
+/// Bricks in offset rows with mortar joints, each brick its own shade.
+fn brick_wall_colour(x: f32, y: f32, seed: u32) -> [f32; 3] {
+    let (bw, bh) = (0.13, 0.055);
+    let row = (y / bh).floor();
+    let bx = x / bw + if row as i32 % 2 == 0 { 0.0 } else { 0.5 };
+    let (fx, fy) = (bx.fract(), (y / bh).fract());
+    if fx < 0.06 || fy < 0.12 {
+        [195.0, 190.0, 180.0]
+    } else {
+        let k = 0.8 + 0.35 * hash(bx.floor() as i32, row as i32, seed);
+        scale(
+            [165.0, 70.0, 50.0],
+            k * (0.9 + 0.15 * noise(x * 80.0, y * 80.0, seed)),
+        )
+    }
+}
+
+/// Planks across the floor, wider towards the viewer, each its own shade, with grain.
+fn wood_floor_colour(x: f32, t: f32, y: f32, seed: u32) -> [f32; 3] {
+    let ph = 0.05 + 0.05 * t;
+    let plank = (y / ph).floor();
+    let k = 0.75 + 0.35 * hash(plank as i32, 0, seed);
+    let grain = 0.9 + 0.1 * (x * 60.0 + fbm(x * 4.0, y * 20.0, seed) * 10.0).sin();
+    if (y / ph).fract() < 0.08 {
+        [70.0, 45.0, 30.0]
+    } else {
+        scale([160.0, 110.0, 65.0], k * grain)
+    }
+}
+
+/// A checkerboard of two shades of `paint` with grout lines, in perspective.
+fn tiles_colour(paint: [f32; 3], x: f32, t: f32) -> [f32; 3] {
+    let n = 6.0 + 6.0 * (1.0 - t);
+    let (tx, ty) = (x * n, t * 5.0);
+    if tx.fract() < 0.05 || ty.fract() < 0.06 {
+        [120.0, 120.0, 115.0]
+    } else if (tx.floor() + ty.floor()) as i32 % 2 == 0 {
+        scale(paint, 0.95)
+    } else {
+        scale(paint, 0.75)
     }
 }
