@@ -175,7 +175,8 @@ fn pictures_per_class(made: &[Made]) -> BTreeMap<&'static str, usize> {
     counts
 }
 
-pub fn run(args: Args) -> Result<()> {
+/// The options are in range and ask for something.
+fn check(args: &Args) -> Result<()> {
     if !(32..=2048).contains(&args.size) {
         bail!("--size {} must be between 32 and 2048 pixels", args.size);
     }
@@ -217,7 +218,11 @@ pub fn run(args: Args) -> Result<()> {
             args.val
         );
     }
-    let out = &args.out;
+    Ok(())
+}
+
+/// The manifest's `params`: what makes one world differ from another.
+fn world_params(args: &Args) -> Value {
     let mut params = json!({
         "generator": GENERATOR_VERSION,
         "seed": args.seed,
@@ -245,6 +250,68 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(place) = args.place {
         params["place"] = place.into();
     }
+    params
+}
+
+/// Removes anything left from an older or interrupted run, but only the folders this command
+/// owns; the manifest first, so an interruption never leaves a stale "complete" mark.
+fn remove_old_output(out: &Path, manifest: &Path) -> Result<()> {
+    if manifest.exists() {
+        std::fs::remove_file(manifest)
+            .with_context(|| format!("cannot remove {}", manifest.display()))?;
+    }
+    for sub in ["train", "val", "examples"] {
+        let dir = out.join(sub);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("cannot remove the old {}", dir.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes val/classes.txt (the evaluation names) and val/classes-caption.txt (the names
+/// captions use) and returns both lists.
+fn write_class_lists(val: &Path, kinds: usize) -> Result<(Vec<String>, Vec<String>)> {
+    let eval_classes = synth::class_names(false, kinds);
+    let caption_classes = synth::class_names(true, kinds);
+    write(
+        &val.join("classes.txt"),
+        format!("{}\n", eval_classes.join("\n")).as_bytes(),
+    )?;
+    write(
+        &val.join("classes-caption.txt"),
+        format!("{}\n", caption_classes.join("\n")).as_bytes(),
+    )?;
+    Ok((eval_classes, caption_classes))
+}
+
+/// Copies the first evaluation pictures into examples/ with examples.json listing their
+/// captions and classes.
+fn write_examples(out: &Path, jpeg_dir: &Path, examples: &[Made]) -> Result<()> {
+    let dir = out.join("examples");
+    create_dir(&dir)?;
+    let mut list = Vec::new();
+    for m in examples {
+        let name = format!("{}.jpg", m.id);
+        std::fs::copy(jpeg_dir.join(&name), dir.join(&name))
+            .with_context(|| format!("cannot copy {name} into {}", dir.display()))?;
+        list.push(json!({
+            "file": name,
+            "caption": m.caption,
+            "classes": m.kinds.iter().map(|k| k.entity()).collect::<Vec<_>>(),
+        }));
+    }
+    write(
+        &dir.join("examples.json"),
+        serde_json::to_string_pretty(&list)?.as_bytes(),
+    )
+}
+
+pub fn run(args: Args) -> Result<()> {
+    check(&args)?;
+    let out = &args.out;
+    let params = world_params(&args);
     if is_complete(out, &params, &args) {
         println!(
             "{} already holds this world ({} train pairs, {} val pictures, seed {}); reusing it",
@@ -256,20 +323,8 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
 
-    // Anything left from an older or interrupted run goes, but only the folders this command
-    // owns; the manifest first, so an interruption never leaves a stale "complete" mark.
     let manifest = out.join("synth.json");
-    if manifest.exists() {
-        std::fs::remove_file(&manifest)
-            .with_context(|| format!("cannot remove {}", manifest.display()))?;
-    }
-    for sub in ["train", "val", "examples"] {
-        let dir = out.join(sub);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)
-                .with_context(|| format!("cannot remove the old {}", dir.display()))?;
-        }
-    }
+    remove_old_output(out, &manifest)?;
     let train_images = out.join("train/images");
     let val = out.join("val");
     let (jpeg_dir, label_dir, split_dir) = (
@@ -299,35 +354,9 @@ pub fn run(args: Args) -> Result<()> {
     meta_file(&val.join("meta.jsonl"), &val_made, "JPEGImages")?;
     let ids: String = val_made.iter().map(|m| format!("{}\n", m.id)).collect();
     write(&split_dir.join("val.txt"), ids.as_bytes())?;
-    let eval_classes = synth::class_names(false, args.kinds);
-    let caption_classes = synth::class_names(true, args.kinds);
-    write(
-        &val.join("classes.txt"),
-        format!("{}\n", eval_classes.join("\n")).as_bytes(),
-    )?;
-    write(
-        &val.join("classes-caption.txt"),
-        format!("{}\n", caption_classes.join("\n")).as_bytes(),
-    )?;
-
+    let (eval_classes, caption_classes) = write_class_lists(&val, args.kinds)?;
     if args.examples > 0 {
-        let dir = out.join("examples");
-        create_dir(&dir)?;
-        let mut list = Vec::new();
-        for m in &val_made[..args.examples] {
-            let name = format!("{}.jpg", m.id);
-            std::fs::copy(jpeg_dir.join(&name), dir.join(&name))
-                .with_context(|| format!("cannot copy {name} into {}", dir.display()))?;
-            list.push(json!({
-                "file": name,
-                "caption": m.caption,
-                "classes": m.kinds.iter().map(|k| k.entity()).collect::<Vec<_>>(),
-            }));
-        }
-        write(
-            &dir.join("examples.json"),
-            serde_json::to_string_pretty(&list)?.as_bytes(),
-        )?;
+        write_examples(out, &jpeg_dir, &val_made[..args.examples])?;
     }
 
     write(&out.join("README.txt"), readme(&args).as_bytes())?;
