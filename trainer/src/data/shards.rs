@@ -56,17 +56,7 @@ fn read_shard_capped(
     unpaired: &mut usize,
     mut emit: impl FnMut(ShardPair) -> bool,
 ) -> Result<()> {
-    let file = File::open(path).with_context(|| format!("cannot open shard {}", path.display()))?;
-    let metadata = file
-        .metadata()
-        .with_context(|| format!("cannot read shard {}", path.display()))?;
-    // What a member's data can take at most: the bytes after its header (a pipe: unknown).
-    let file_len = if metadata.is_file() {
-        metadata.len()
-    } else {
-        u64::MAX
-    };
-    let mut archive = tar::Archive::new(BufReader::new(file));
+    let (mut archive, file_len) = open_shard(path)?;
     let shard_name = path.file_name().map_or_else(
         || path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
@@ -117,17 +107,7 @@ fn read_shard_capped(
             continue;
         }
         // At most `max_member`, and no more than the file holds.
-        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-        entry
-            .read_to_end(&mut bytes)
-            .with_context(|| format!("shard {} is damaged at {member}", path.display()))?;
-        if bytes.len() as u64 != size {
-            bail!(
-                "shard {} is damaged: {member} ends after {} of its {size} bytes",
-                path.display(),
-                bytes.len()
-            );
-        }
+        let bytes = read_member(&mut entry, size, path, &member)?;
         if image {
             pending.image = Some((member.clone(), bytes));
         } else {
@@ -138,6 +118,37 @@ fn read_shard_capped(
         emit(pair);
     }
     Ok(())
+}
+
+/// Opens a shard, with the file's length: what a member's data can take at most is the bytes
+/// after its header (a pipe: unknown, `u64::MAX`).
+fn open_shard(path: &Path) -> Result<(tar::Archive<BufReader<File>>, u64)> {
+    let file = File::open(path).with_context(|| format!("cannot open shard {}", path.display()))?;
+    let metadata = file
+        .metadata()
+        .with_context(|| format!("cannot read shard {}", path.display()))?;
+    let file_len = if metadata.is_file() {
+        metadata.len()
+    } else {
+        u64::MAX
+    };
+    Ok((tar::Archive::new(BufReader::new(file)), file_len))
+}
+
+/// The `size` bytes of `member`, read whole; a shard that ends before them is damaged.
+fn read_member(entry: &mut impl Read, size: u64, path: &Path, member: &str) -> Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    entry
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("shard {} is damaged at {member}", path.display()))?;
+    if bytes.len() as u64 != size {
+        bail!(
+            "shard {} is damaged: {member} ends after {} of its {size} bytes",
+            path.display(),
+            bytes.len()
+        );
+    }
+    Ok(bytes)
 }
 
 /// webdataset's rule: the key is the member path up to the first dot of its file name.
