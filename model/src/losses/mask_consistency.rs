@@ -50,29 +50,45 @@ pub fn mask_consistency_loss<B: Backend>(inputs: MaskLossInputs<B>) -> Tensor<B,
     let m_cross = upsample(m_cross);
     let m_ref = upsample(m_ref);
 
-    // The half of the groups least similar to the shared entity get no gradient.
-    let low = (g as f64 * 0.5) as usize;
-    let device = m_cross.device();
-    let m_cross = if low > 0 {
-        let (_, lowest) = group_entity_similarity
-            .detach()
-            .neg()
-            .topk_with_indices(low, 1); // [B, low]
-        let dropped = lowest
-            .one_hot::<3>(g)
-            .sum_dim(1)
-            .reshape([b, g, 1])
-            .float()
-            .clamp_max(1.0);
-        let keep = dropped.clone().neg() + 1.0;
-        m_cross.clone() * keep + m_cross.detach() * dropped
-    } else {
-        m_cross
-    };
+    let m_cross = without_gradient_for_unrelated_groups(m_cross, group_entity_similarity);
+    let order = matching_order(m_cross.clone(), m_ref.clone());
+    let m_ref = sigmoid(m_ref.gather(1, order));
+    dice_loss(m_cross, m_ref)
+}
 
-    // Hungarian matching on Euclidean distances of the L2-normalised masks.
-    let a = normalize(m_cross.clone()).detach();
-    let r = normalize(m_ref.clone());
+/// The half of the groups least similar to the shared entity get no gradient: `m_cross`
+/// [B, G, P] with those groups' rows detached.
+fn without_gradient_for_unrelated_groups<B: Backend>(
+    m_cross: Tensor<B, 3>,
+    group_entity_similarity: Tensor<B, 2>,
+) -> Tensor<B, 3> {
+    let [b, g, _] = m_cross.dims();
+    let low = (g as f64 * 0.5) as usize;
+    if low == 0 {
+        return m_cross;
+    }
+    let (_, lowest) = group_entity_similarity
+        .detach()
+        .neg()
+        .topk_with_indices(low, 1); // [B, low]
+    let dropped = lowest
+        .one_hot::<3>(g)
+        .sum_dim(1)
+        .reshape([b, g, 1])
+        .float()
+        .clamp_max(1.0);
+    let keep = dropped.clone().neg() + 1.0;
+    m_cross.clone() * keep + m_cross.detach() * dropped
+}
+
+/// Hungarian matching on Euclidean distances of the L2-normalised masks (on the host): for
+/// each online group, the index of its reference group, expanded over the pixels to gather
+/// `m_ref` [B, G, P] with.
+fn matching_order<B: Backend>(m_cross: Tensor<B, 3>, m_ref: Tensor<B, 3>) -> Tensor<B, 3, Int> {
+    let [b, g, pixels] = m_cross.dims();
+    let device = m_cross.device();
+    let a = normalize(m_cross).detach();
+    let r = normalize(m_ref);
     let a2 = a.clone().square().sum_dim(2); // [B, G, 1]
     let r2 = r.clone().square().sum_dim(2).swap_dims(1, 2); // [B, 1, G]
     let dist = (a2 + r2 - a.matmul(r.swap_dims(1, 2)) * 2.0)
@@ -87,11 +103,14 @@ pub fn mask_consistency_loss<B: Backend>(inputs: MaskLossInputs<B>) -> Tensor<B,
         .flat_map(|i| min_cost_assignment(&dist[i * g * g..(i + 1) * g * g], g))
         .map(|col| col as i64)
         .collect();
-    let pixels = upsample_to * upsample_to;
-    let order = Tensor::<B, 3, Int>::from_data(TensorData::new(order, [b, g, 1]), &device)
-        .expand([b, g, pixels]);
-    let m_ref = sigmoid(m_ref.gather(1, order));
+    Tensor::<B, 3, Int>::from_data(TensorData::new(order, [b, g, 1]), &device)
+        .expand([b, g, pixels])
+}
 
+/// Dice between the online masks, min-max scaled per group, and the matched reference masks
+/// thresholded at 0.6 of their maximum; summed over the batch, averaged over the groups.
+fn dice_loss<B: Backend>(m_cross: Tensor<B, 3>, m_ref: Tensor<B, 3>) -> Tensor<B, 1> {
+    let [b, g, pixels] = m_cross.dims();
     let target = m_ref.clone().greater_equal(m_ref.max_dim(2) * 0.6).float();
     let min = m_cross.clone().min_dim(2);
     let max = m_cross.clone().max_dim(2);
