@@ -99,7 +99,7 @@ const ops = {
   async segment({ rgba, width, height, labels, background, bgThresh, template }) {
     const t0 = performance.now();
     const s = segmenter();
-    const queued = s.start(new Uint8Array(rgba), width, height, labels, background, bgThresh, template);
+    const queued = s.start({ rgba: new Uint8Array(rgba), width, height, labels, background, bgThresh, template });
     const names = queued.names();
     const encodedText = queued.encoded_text();
     const mask = await loaded.wasm.read_labels(queued);
@@ -113,10 +113,11 @@ const ops = {
     return { mask, names, side: Math.round(Math.sqrt(mask.length)) };
   },
 
-  async shareLink(a) {
+  async shareLink({ base, labels, background, bgThresh, template, model, width, height, mask, imageUrl, jpeg }) {
     const wasm = await anyWasm();
-    return wasm.share_link(a.base, a.labels, a.background, a.bgThresh, a.template, a.model,
-      a.width, a.height, a.mask, a.imageUrl || undefined, a.jpeg || undefined);
+    return wasm.share_link({
+      base, labels, background, bgThresh, template, model, width, height, mask, imageUrl: imageUrl || null, jpeg: jpeg || null,
+    });
   },
 
   async shareRead({ link }) {

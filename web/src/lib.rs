@@ -1,8 +1,11 @@
-//! The JavaScript surface of ovseg (wasm-bindgen), kept to this one file: load a model file on
+//! The JavaScript surface of ovseg (wasm-bindgen), kept to this file: load a model file on
 //! WebGPU or the CPU (Flex), segment RGBA pixels with comma-separated words, read back the label
 //! map asynchronously, and make / read segmentation links. The work happens in [`engine`] and in
-//! the model crate (`ovseg_model::share`). `www/worker.js` is the only caller.
+//! the model crate (`ovseg_model::share`). `www/worker.js` is the only caller. Functions with
+//! many inputs take one object of named fields, read by `args.rs`.
 
+#[cfg(target_arch = "wasm32")]
+mod args;
 pub mod engine;
 
 #[cfg(target_arch = "wasm32")]
@@ -23,6 +26,7 @@ mod bindings {
     use ovseg_model::share::{LinkPicture, ShareLink};
     use wasm_bindgen::prelude::*;
 
+    use crate::args::{share_args, StartArgs};
     use crate::engine::{label_bytes, Engine, Pending, Request};
 
     #[wasm_bindgen]
@@ -146,23 +150,17 @@ mod bindings {
             }
         }
 
-        /// Queues the segmentation of RGBA pixels (e.g. `ImageData.data`).
-        #[allow(clippy::too_many_arguments)]
-        pub fn start(
-            &mut self,
-            rgba: &[u8],
-            width: usize,
-            height: usize,
-            labels: &str,
-            background: bool,
-            bg_thresh: f64,
-            template: &str,
-        ) -> Result<Queued, JsError> {
+        /// Queues the segmentation of a picture: `{rgba, width, height, labels, background,
+        /// bgThresh, template}`, `rgba` its RGBA pixels (e.g. `ImageData.data`), `labels` the
+        /// comma-separated words.
+        pub fn start(&mut self, args: JsValue) -> Result<Queued, JsError> {
+            let a = StartArgs::read(&args)?;
+            let (rgba, width, height) = (a.rgba.as_slice(), a.width, a.height);
             let request = Request {
-                labels,
-                background,
-                bg_thresh,
-                template,
+                labels: &a.labels,
+                background: a.background,
+                bg_thresh: a.bg_thresh,
+                template: &a.template,
             };
             on_engine!(&mut self.engine, |e, queue| {
                 let p = e.start(rgba, width, height, &request).map_err(js_err)?;
@@ -263,41 +261,13 @@ mod bindings {
         label_bytes(data).map_err(js_err)
     }
 
-    /// A segmentation link (see `ovseg_model::share`). `labels`: the words without background;
-    /// the picture is `image_url` or an embedded `jpeg`, or neither.
+    /// A segmentation link (see `ovseg_model::share`) from `{base, labels, background, bgThresh,
+    /// template, model, width, height, mask, imageUrl?, jpeg?}`: `labels` the words without
+    /// background; the picture is `imageUrl` or an embedded `jpeg`, or neither.
     #[wasm_bindgen]
-    #[allow(clippy::too_many_arguments)]
-    pub fn share_link(
-        base: &str,
-        labels: Vec<String>,
-        background: bool,
-        bg_thresh: f64,
-        template: String,
-        model: String,
-        width: usize,
-        height: usize,
-        mask: Vec<u8>,
-        image_url: Option<String>,
-        jpeg: Option<Vec<u8>>,
-    ) -> Result<String, JsError> {
-        let picture = match (image_url, jpeg) {
-            (Some(url), _) => LinkPicture::Url(url),
-            (None, Some(bytes)) => LinkPicture::Jpeg(bytes),
-            (None, None) => LinkPicture::None,
-        };
-        ShareLink {
-            labels,
-            background,
-            bg_thresh,
-            template,
-            model,
-            width,
-            height,
-            mask,
-            picture,
-        }
-        .to_link(base)
-        .map_err(js_err)
+    pub fn share_link(args: JsValue) -> Result<String, JsError> {
+        let (base, link) = share_args(&args)?;
+        link.to_link(&base).map_err(js_err)
     }
 
     /// Reads a segmentation link into `{labels, background, bgThresh, template, model, width,
