@@ -5,7 +5,9 @@
 //!
 //! The model comes as one file (`ovseg convert`), or as the image weight pack of
 //! `ovseg export-web`, whose text pack is added with [`Engine::add_text_weights`] only when
-//! words without embeddings are asked for ([`Engine::needs_text`]).
+//! words without embeddings are asked for ([`Engine::needs_text`]); which it is,
+//! `ovseg_model::formats` decides. Requests are `ovseg_model::segmentation::Request`s, at most
+//! [`MAX_BYTE_LABELS`] words (the label map is read back one byte a pixel).
 //!
 //! Work is queued with [`Engine::start`], which returns the label map as a tensor; the caller
 //! reads it back (asynchronously on WebGPU, where a synchronous read is impossible).
@@ -15,25 +17,14 @@ use std::collections::HashMap;
 use burn::prelude::*;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
-use ovseg_model::pack::{is_pack, Pack, PackPart};
-use ovseg_model::record::model_from_bytes;
+use ovseg_model::formats::{open_model, TextPack};
+pub use ovseg_model::segmentation::Request;
 use ovseg_model::segmentation::{
-    parse_labels, prepare_image, ClassEmbedder, ImageNorm, RgbImage, SegmentOptions, TemplateSet,
+    parse_words, prepare_image, rgba_picture, ClassEmbedder, ImageNorm, SegmentOptions,
+    TemplateSet, MAX_BYTE_LABELS,
 };
 use ovseg_model::text::TextTokenizer;
 use ovseg_model::{OvSegmentor, OvsegConfig, OvsegError};
-
-/// Pictures larger than this are refused before any work (the CLI's bound too).
-pub const MAX_PIXELS: usize = 100_000_000;
-/// The label map has one byte a pixel (background included).
-pub const MAX_LABELS: usize = 254;
-
-pub struct Request<'a> {
-    pub labels: &'a str,
-    pub background: bool,
-    pub bg_thresh: f64,
-    pub template: &'a str,
-}
 
 /// A segmentation queued on the device.
 pub struct Pending<B: Backend> {
@@ -68,19 +59,13 @@ impl<B: Backend> Engine<B> {
         tokenizer: Option<&[u8]>,
         device: &B::Device,
     ) -> Result<Self, OvsegError> {
-        let (model, config, has_text, stored) = if is_pack(&model_file) {
-            let pack = Pack::from_bytes(model_file, "model file")?;
-            let model = pack.init_model::<B>(device)?;
-            (model, pack.config().clone(), false, None)
-        } else {
-            let (model, manifest) = model_from_bytes::<B>(model_file, "model file", device)?;
-            (
-                model.into_inference(),
-                manifest.config,
-                true,
-                manifest.tokenizer,
-            )
-        };
+        let opened = open_model::<B>(model_file, "model file", device)?;
+        let has_text = opened.has_text();
+        let (model, config, stored) = (
+            opened.model.into_inference(),
+            opened.config,
+            opened.tokenizer,
+        );
         let tokenizer_given = tokenizer.is_some();
         let tokenizer = match tokenizer {
             Some(bytes) => TextTokenizer::from_bytes(bytes)?,
@@ -109,13 +94,7 @@ impl<B: Backend> Engine<B> {
         text_pack: Vec<u8>,
         tokenizer: Option<&[u8]>,
     ) -> Result<(), OvsegError> {
-        let pack = Pack::from_bytes(text_pack, "text weights")?;
-        if pack.part() != PackPart::Text {
-            return Err(OvsegError::Input(format!(
-                "the text weights are a {} pack",
-                pack.part().name()
-            )));
-        }
+        let pack = TextPack::from_bytes(text_pack, "text weights")?;
         let tokenizer = match tokenizer {
             Some(bytes) => Some(TextTokenizer::from_bytes(bytes)?),
             None if self.tokenizer_given => None,
@@ -124,7 +103,7 @@ impl<B: Backend> Engine<B> {
         if let Some(t) = &tokenizer {
             t.check_model(&self.config.text)?;
         }
-        self.model = pack.load_into(self.model.clone(), &self.config)?;
+        self.model = pack.attach(self.model.clone(), &self.config)?;
         if let Some(tokenizer) = tokenizer {
             self.tokenizer = tokenizer;
             self.tokenizer_given = true;
@@ -140,10 +119,7 @@ impl<B: Backend> Engine<B> {
 
     /// Whether segmenting with these words needs text weights that are not loaded yet.
     pub fn needs_text(&self, labels: &str, template: &str) -> Result<bool, OvsegError> {
-        let key = (
-            parse_labels(labels, MAX_LABELS)?,
-            TemplateSet::parse(template)?,
-        );
+        let key = parse_words(labels, template, MAX_BYTE_LABELS)?;
         Ok(!self.has_text && !self.classes.contains_key(&key))
     }
 
@@ -154,8 +130,7 @@ impl<B: Backend> Engine<B> {
         template: &str,
         values: Vec<f32>,
     ) -> Result<(), OvsegError> {
-        let labels = parse_labels(labels, MAX_LABELS)?;
-        let template = TemplateSet::parse(template)?;
+        let (labels, template) = parse_words(labels, template, MAX_BYTE_LABELS)?;
         if values.len() != labels.len() * self.output_dim {
             return Err(OvsegError::Input(format!(
                 "{} embedding values for {} labels of dimension {}",
@@ -201,7 +176,8 @@ impl<B: Backend> Engine<B> {
         Ok((t, true))
     }
 
-    /// Queues the segmentation of an RGBA picture (alpha ignored).
+    /// Queues the segmentation of an RGBA picture (alpha ignored). `request` holds at most
+    /// [`MAX_BYTE_LABELS`] words (`Request::parse(.., MAX_BYTE_LABELS)`).
     pub fn start(
         &mut self,
         rgba: &[u8],
@@ -209,46 +185,23 @@ impl<B: Backend> Engine<B> {
         height: usize,
         request: &Request,
     ) -> Result<Pending<B>, OvsegError> {
-        if width == 0 || height == 0 || width.saturating_mul(height) > MAX_PIXELS {
+        let picture = rgba_picture(rgba, width, height)?;
+        if request.labels().len() > MAX_BYTE_LABELS {
             return Err(OvsegError::Input(format!(
-                "picture size {width}x{height} is out of range"
+                "{} labels; at most {MAX_BYTE_LABELS} fit a label map of one byte a pixel",
+                request.labels().len()
             )));
         }
-        if rgba.len() != width * height * 4 {
-            return Err(OvsegError::Input(format!(
-                "{} RGBA bytes for a {width}x{height} picture",
-                rgba.len()
-            )));
-        }
-        if !(0.0..=1.0).contains(&request.bg_thresh) {
-            return Err(OvsegError::Input(format!(
-                "background threshold {} is not between 0 and 1",
-                request.bg_thresh
-            )));
-        }
-        let labels = parse_labels(request.labels, MAX_LABELS)?;
-        let template = TemplateSet::parse(request.template)?;
-        let names: Vec<String> = if request.background {
-            std::iter::once("background".to_string())
-                .chain(labels.iter().cloned())
-                .collect()
-        } else {
-            labels.clone()
-        };
-        let (classes, encoded_text) = self.class_embeddings(labels, template)?;
-        let rgb: Vec<u8> = rgba
-            .chunks_exact(4)
-            .flat_map(|p| [p[0], p[1], p[2]])
-            .collect();
-        let picture = RgbImage::new(width, height, rgb)?;
+        let (classes, encoded_text) =
+            self.class_embeddings(request.labels().to_vec(), request.template())?;
         let options = SegmentOptions {
-            bg_thresh: request.background.then_some(request.bg_thresh),
+            bg_thresh: request.threshold(),
             ..self.model.segment_options(None)
         };
         let labels = self.model.segment(&picture, classes, &options).labels;
         Ok(Pending {
             labels,
-            names,
+            names: request.names(),
             encoded_text,
         })
     }
@@ -262,21 +215,7 @@ impl<B: Backend> Engine<B> {
         width: usize,
         height: usize,
     ) -> Result<(Tensor<B, 2, Int>, usize), OvsegError> {
-        if width == 0
-            || height == 0
-            || width.saturating_mul(height) > MAX_PIXELS
-            || rgba.len() != width * height * 4
-        {
-            return Err(OvsegError::Input(format!(
-                "{} RGBA bytes for a {width}x{height} picture",
-                rgba.len()
-            )));
-        }
-        let rgb: Vec<u8> = rgba
-            .chunks_exact(4)
-            .flat_map(|p| [p[0], p[1], p[2]])
-            .collect();
-        let picture = RgbImage::new(width, height, rgb)?;
+        let picture = rgba_picture(rgba, width, height)?;
         let side = self.model.segment_options(None).window;
         let image = prepare_image::<B>(&picture, (side, side), ImageNorm::default(), &self.device);
         let out = self.model.img_encoder.forward(image, false);

@@ -28,6 +28,7 @@ mod bindings {
 
     use crate::args::{share_args, StartArgs};
     use crate::engine::{label_bytes, Engine, Pending, Request};
+    use ovseg_model::segmentation::MAX_BYTE_LABELS;
 
     #[wasm_bindgen]
     extern "C" {
@@ -156,12 +157,14 @@ mod bindings {
         pub fn start(&mut self, args: JsValue) -> Result<Queued, JsError> {
             let a = StartArgs::read(&args)?;
             let (rgba, width, height) = (a.rgba.as_slice(), a.width, a.height);
-            let request = Request {
-                labels: &a.labels,
-                background: a.background,
-                bg_thresh: a.bg_thresh,
-                template: &a.template,
-            };
+            let request = Request::parse(
+                &a.labels,
+                a.background,
+                a.bg_thresh,
+                &a.template,
+                MAX_BYTE_LABELS,
+            )
+            .map_err(js_err)?;
             on_engine!(&mut self.engine, |e, queue| {
                 let p = e.start(rgba, width, height, &request).map_err(js_err)?;
                 Ok(Queued {
@@ -297,5 +300,42 @@ mod bindings {
         })()
         .map_err(|_| JsError::new("cannot build the link's object"))?;
         Ok(o)
+    }
+
+    /// Which kind of model file `prefix` (a file's first bytes: 64 KiB are plenty, the whole
+    /// file is fine) begins: "model", "image-pack", "text-pack" or "checkpoint"; anything else
+    /// is an Error with a one-line message (`ovseg_model::formats::ModelFile::detect`).
+    #[wasm_bindgen]
+    pub fn model_file_kind(prefix: &[u8]) -> Result<String, JsError> {
+        ovseg_model::formats::ModelFile::detect(prefix)
+            .map(|kind| kind.name().to_string())
+            .map_err(js_err)
+    }
+
+    /// The limits a segmentation request keeps (`ovseg_model::segmentation`), for the page to
+    /// check before it sends one: `{maxLabels, maxPixels, maxLinkPixels, background}`: words a
+    /// request may hold, pixels a picture may have, pixels a share link's label map may have,
+    /// and the name of label 0 when there is a background.
+    #[wasm_bindgen]
+    pub fn request_limits() -> Result<Object, JsError> {
+        use ovseg_model::segmentation::{BACKGROUND, MAX_BYTE_LABELS, MAX_PIXELS};
+        let o = Object::new();
+        let set = |k: &str, v: JsValue| Reflect::set(&o, &k.into(), &v).map(|_| ());
+        (|| {
+            set("maxLabels", (MAX_BYTE_LABELS as u32).into())?;
+            set("maxPixels", (MAX_PIXELS as f64).into())?;
+            let link_pixels = ovseg_model::share::MAX_PIXELS as f64;
+            set("maxLinkPixels", link_pixels.into())?;
+            set("background", JsValue::from_str(BACKGROUND))
+        })()
+        .map_err(|_| JsError::new("cannot build the limits object"))?;
+        Ok(o)
+    }
+
+    /// PASCAL VOC's colour map, which the command line's overlays use: 256 RGB triples
+    /// (768 bytes), entry `i` at `3 * i`.
+    #[wasm_bindgen]
+    pub fn voc_palette() -> Vec<u8> {
+        ovseg_model::segmentation::voc_palette()
     }
 }

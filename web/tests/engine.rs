@@ -5,7 +5,13 @@ use std::path::PathBuf;
 
 use burn::backend::NdArray;
 use ovseg_model::record::{model_to_bytes, Precision};
+use ovseg_model::segmentation::MAX_BYTE_LABELS;
 use ovseg_web::engine::{Engine, Request};
+
+/// The page's request for these words: background, threshold 0.95, one template.
+fn request(labels: &str) -> Request {
+    Request::parse(labels, true, 0.95, "simple", MAX_BYTE_LABELS).unwrap()
+}
 
 fn fixtures() -> PathBuf {
     let dir = std::env::var_os("OVSEG_FIXTURES")
@@ -50,12 +56,7 @@ fn engine_reproduces_the_reference_label_map_and_caches_words() {
     let mut engine = Engine::<NdArray>::new(bytes.clone(), None, &device).unwrap();
 
     let picture = image_rgba(&fixtures().join("seg_image.png"));
-    let request = Request {
-        labels: VOC,
-        background: true,
-        bg_thresh: 0.95,
-        template: "simple",
-    };
+    let request = request(VOC);
     let labels = engine
         .segment_rgba(&picture.0, picture.1, picture.2, &request)
         .unwrap();
@@ -126,13 +127,8 @@ fn engine_reproduces_the_reference_label_map_and_caches_words() {
         "{used} groups used"
     );
 
-    let bad = Request {
-        labels: "cat,,dog",
-        ..request
-    };
-    assert!(engine
-        .segment_rgba(&small.0, small.1, small.2, &bad)
-        .is_err());
+    // A bad word list is refused when the request is made, before it reaches the engine.
+    assert!(Request::parse("cat,,dog", true, 0.95, "simple", MAX_BYTE_LABELS).is_err());
     assert!(engine
         .segment_rgba(&small.0[..100], small.1, small.2, &request)
         .is_err());
@@ -150,16 +146,9 @@ fn image_pack_first_text_pack_on_demand() {
     let whole = model_to_bytes(model.clone(), &config, None, Precision::Half).unwrap();
     let mut reference = Engine::<NdArray>::new(whole, None, &device).unwrap();
     let picture = image_rgba(&fixtures().join("seg_image.png"));
-    let voc = Request {
-        labels: VOC,
-        background: true,
-        bg_thresh: 0.95,
-        template: "simple",
-    };
-    let words = Request {
-        labels: "cat, sky, grass",
-        ..voc
-    };
+    let voc = request(VOC);
+    let words_text = "cat, sky, grass";
+    let words = request(words_text);
     let expected_voc = reference
         .segment_rgba(&picture.0, picture.1, picture.2, &voc)
         .unwrap();
@@ -189,7 +178,7 @@ fn image_pack_first_text_pack_on_demand() {
         .add_class_embeddings(VOC, "simple", voc_embeddings)
         .unwrap();
     assert!(!engine.needs_text(VOC, "simple").unwrap());
-    assert!(engine.needs_text(words.labels, "simple").unwrap());
+    assert!(engine.needs_text(words_text, "simple").unwrap());
     let got = engine
         .segment_rgba(&picture.0, picture.1, picture.2, &voc)
         .unwrap();
@@ -210,7 +199,7 @@ fn image_pack_first_text_pack_on_demand() {
         "an image pack is not text"
     );
     engine.add_text_weights(text, None).unwrap();
-    assert!(engine.has_text() && !engine.needs_text(words.labels, "simple").unwrap());
+    assert!(engine.has_text() && !engine.needs_text(words_text, "simple").unwrap());
     let got = engine
         .segment_rgba(&picture.0, picture.1, picture.2, &words)
         .unwrap();
@@ -258,12 +247,7 @@ fn roberta_model_and_packs_bring_their_tokenizer() {
     .into_inference();
     let whole = model_to_bytes(model.clone(), &config, Some(&tokenizer), Precision::Full).unwrap();
     let picture = image_rgba(&dir.join("seg_image.png"));
-    let voc = Request {
-        labels: VOC,
-        background: true,
-        bg_thresh: 0.95,
-        template: "simple",
-    };
+    let voc = request(VOC);
     let mut engine = Engine::<NdArray>::new(whole.clone(), None, &device).unwrap();
     let labels = engine
         .segment_rgba(&picture.0, picture.1, picture.2, &voc)

@@ -69,16 +69,14 @@ fn message(e: OvsegError) -> String {
     }
 }
 
-/// The words to label pixels with and how.
+/// The words to label pixels with and how; valid by construction ([`Request::parse`],
+/// [`Request::from_list`]), so whoever holds one need not check it again.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
-    /// The words, trimmed, distinct, without the background.
-    pub labels: Vec<String>,
-    /// Whether class 0 is [`BACKGROUND`] (pixels no word matches well enough).
-    pub background: bool,
-    /// A pixel whose best score is below it is background (with `background`); in [0, 1].
-    pub bg_thresh: f64,
-    pub template: TemplateSet,
+    labels: Vec<String>,
+    background: bool,
+    bg_thresh: f64,
+    template: TemplateSet,
 }
 
 impl Request {
@@ -123,6 +121,25 @@ impl Request {
             ));
         }
         Ok(request)
+    }
+
+    /// The words, trimmed and distinct, without the background.
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    /// Whether class 0 is [`BACKGROUND`] (pixels no word matches well enough).
+    pub fn background(&self) -> bool {
+        self.background
+    }
+
+    /// A pixel whose best score is below it is background (with a background); in [0, 1].
+    pub fn bg_thresh(&self) -> f64 {
+        self.bg_thresh
+    }
+
+    pub fn template(&self) -> TemplateSet {
+        self.template
     }
 
     /// Label names by index: [`BACKGROUND`] first when there is one, then the words.
@@ -213,12 +230,12 @@ mod tests {
     #[test]
     fn parses_words_and_names_background_first() {
         let r = Request::parse(VOC, true, 0.95, "simple", MAX_BYTE_LABELS).unwrap();
-        assert_eq!(r.labels.len(), 20);
+        assert_eq!(r.labels().len(), 20);
         assert_eq!(
-            (r.labels[0].as_str(), r.labels[19].as_str()),
+            (r.labels()[0].as_str(), r.labels()[19].as_str()),
             ("aeroplane", "tvmonitor")
         );
-        assert_eq!(r.template, TemplateSet::Simple);
+        assert_eq!(r.template(), TemplateSet::Simple);
         let names = r.names();
         assert_eq!(names.len(), 21);
         assert_eq!(r.classes(), 21);
@@ -231,7 +248,8 @@ mod tests {
         let r = Request::parse(" cat, sofa ,window", false, 0.5, "full", MAX_LABELS).unwrap();
         assert_eq!(r.names(), vec!["cat", "sofa", "window"]);
         assert_eq!((r.classes(), r.threshold()), (3, None));
-        assert_eq!(r.template, TemplateSet::Full);
+        assert_eq!(r.template(), TemplateSet::Full);
+        assert_eq!((r.background(), r.bg_thresh()), (false, 0.5));
     }
 
     #[test]

@@ -71,10 +71,10 @@ fn run_on<B: Backend>(args: &Args, device: B::Device) -> Result<()> {
         let flag = format!("--{}", e.field().replace('_', "-"));
         anyhow::Error::new(e).context(flag)
     })?;
-    if args.share_url.is_some() && request.labels.len() > MAX_BYTE_LABELS {
+    if args.share_url.is_some() && request.labels().len() > MAX_BYTE_LABELS {
         bail!(
             "a share link holds at most {MAX_BYTE_LABELS} labels; {} given",
-            request.labels.len()
+            request.labels().len()
         );
     }
     let images = expand_inputs(&args.image)?;
@@ -94,8 +94,11 @@ fn run_on<B: Backend>(args: &Args, device: B::Device) -> Result<()> {
 
     let (model, tokenizer) = args.model.load::<B>(&device)?;
     // The words are encoded once for every picture of the run.
-    let classes =
-        ClassEmbedder::new(&tokenizer, request.template).embed(&model, &request.labels, &device)?;
+    let classes = ClassEmbedder::new(&tokenizer, request.template()).embed(
+        &model,
+        request.labels(),
+        &device,
+    )?;
     let options = SegmentOptions {
         bg_thresh: request.threshold(),
         ..model.segment_options(args.model.window)
@@ -192,7 +195,7 @@ fn segment_one<B: Backend>(
         write_mask(p, &labels, w, h)?;
     }
     if let Some(p) = &overlay_path {
-        let overlay = render_overlay(&picture, &labels, &names, request.background, 0.5);
+        let overlay = render_overlay(&picture, &labels, &names, request.background(), 0.5);
         overlay
             .save(p)
             .with_context(|| format!("cannot write {}", p.display()))?;
@@ -207,10 +210,10 @@ fn segment_one<B: Backend>(
             None => LinkPicture::Jpeg(small_jpeg(&picture)?),
         };
         let shared = ShareLink {
-            labels: request.labels.clone(),
-            background: request.background,
-            bg_thresh: request.bg_thresh,
-            template: request.template.name().to_string(),
+            labels: request.labels().to_vec(),
+            background: request.background(),
+            bg_thresh: request.bg_thresh(),
+            template: request.template().name().to_string(),
             model: args.share_model_url.clone().unwrap_or_default(),
             width: w,
             height: h,
