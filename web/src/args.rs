@@ -174,7 +174,16 @@ impl<'a> Fields<'a> {
         }
         Array::from(&v)
             .iter()
-            .map(|s| s.as_string().ok_or_else(|| self.mistyped(name, what, &v)))
+            .enumerate()
+            .map(|(i, s)| {
+                s.as_string().ok_or_else(|| {
+                    JsError::new(&format!(
+                        "{}: field '{name}' must be {what}; its item {i} is {}",
+                        self.function,
+                        kind(&s)
+                    ))
+                })
+            })
             .collect()
     }
 
@@ -219,8 +228,8 @@ fn bytes_of(v: &JsValue) -> Option<Vec<u8>> {
     }
 }
 
-/// What a value is, for a message: "null", "undefined", "an array", "a string", "a
-/// Float32Array"...
+/// What a value is, for a message: "null", "undefined", "an array", "the number 2.5", "a
+/// string", "a Float32Array"...
 fn kind(v: &JsValue) -> String {
     if v.is_null() {
         return "null".into();
@@ -230,6 +239,9 @@ fn kind(v: &JsValue) -> String {
     }
     if Array::is_array(v) {
         return "an array".into();
+    }
+    if let Some(n) = v.as_f64() {
+        return format!("the number {n}");
     }
     let mut name = v.js_typeof().as_string().unwrap_or_default();
     if name == "object" {
