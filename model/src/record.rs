@@ -124,22 +124,8 @@ pub fn model_from_bytes<B: Backend>(
     let record: OvsegRecord<B> = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
         .load(bytes, device)
         .map_err(|e| fail(format!("not an ovseg model file ({e})")))?;
-    let manifest: Manifest = serde_json::from_str(&record.manifest)
-        .map_err(|e| fail(format!("unreadable manifest: {e}")))?;
-    if !(1..=FORMAT_VERSION).contains(&manifest.format) {
-        return Err(fail(format!(
-            "model file format {} (this build reads 1 to {FORMAT_VERSION})",
-            manifest.format
-        )));
-    }
-    if manifest.format >= 2 && sealed == Sealed::Absent {
-        return Err(checksum::missing(origin));
-    }
     // Before anything is built from it: the sizes come from the file.
-    manifest
-        .config
-        .validate()
-        .map_err(|e| fail(e.to_string()))?;
+    let manifest = parse_manifest(&record.manifest, sealed, origin)?;
     let empty = manifest.init::<B>(device);
     let expected = shapes(&empty);
     let model = empty.load_record(record.model);
@@ -158,6 +144,53 @@ pub fn model_from_bytes<B: Backend>(
         )));
     }
     Ok((model, manifest))
+}
+
+/// The manifest of a [`model_to_bytes`] file (configuration, tokenizer) without building its
+/// weights: the weights are skipped over, not decoded into tensors.
+pub fn read_manifest(bytes: Vec<u8>, origin: &str) -> Result<Manifest, OvsegError> {
+    #[derive(serde::Deserialize)]
+    struct Item {
+        manifest: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct File {
+        item: Item,
+    }
+    let fail = |message: String| OvsegError::Checkpoint {
+        path: origin.into(),
+        message,
+    };
+    let mut bytes = bytes;
+    let sealed = checksum::open(&mut bytes, origin)?;
+    let file: File = rmp_serde::from_slice(&bytes)
+        .map_err(|e| fail(format!("not an ovseg model file ({e})")))?;
+    parse_manifest(&file.item.manifest, sealed, origin)
+}
+
+/// A manifest as read from a file: a format this build reads, sealed from format 2 on, and a
+/// valid configuration.
+fn parse_manifest(json: &str, sealed: Sealed, origin: &str) -> Result<Manifest, OvsegError> {
+    let fail = |message: String| OvsegError::Checkpoint {
+        path: origin.into(),
+        message,
+    };
+    let manifest: Manifest =
+        serde_json::from_str(json).map_err(|e| fail(format!("unreadable manifest: {e}")))?;
+    if !(1..=FORMAT_VERSION).contains(&manifest.format) {
+        return Err(fail(format!(
+            "model file format {} (this build reads 1 to {FORMAT_VERSION})",
+            manifest.format
+        )));
+    }
+    if manifest.format >= 2 && sealed == Sealed::Absent {
+        return Err(checksum::missing(origin));
+    }
+    manifest
+        .config
+        .validate()
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(manifest)
 }
 
 /// Calls `f(path, shape, value)` for every float parameter and running statistic of `module`, in
@@ -292,6 +325,29 @@ mod tests {
         old[at + key.len() - 1] = b'1';
         let (_, manifest) = load(old).unwrap();
         assert_eq!(manifest.format, 1);
+    }
+
+    /// `read_manifest` gives what `model_from_bytes` gives without building the weights, and
+    /// refuses what it refuses.
+    #[test]
+    fn the_manifest_alone_is_the_loaded_one() {
+        let device = Default::default();
+        let config = tiny();
+        let model = config.init::<NdArray>(&device);
+        let bytes = model_to_bytes(model, &config, Some("{}"), Precision::Half).unwrap();
+        let alone = read_manifest(bytes.clone(), "m.mpk").unwrap();
+        let (_, loaded) = model_from_bytes::<NdArray>(bytes.clone(), "m.mpk", &device).unwrap();
+        assert_eq!(alone.config, loaded.config);
+        assert_eq!(alone.tokenizer.as_deref(), Some("{}"));
+        assert_eq!(alone.tokenizer, loaded.tokenizer);
+        assert_eq!(alone.format, loaded.format);
+        let mut damaged = bytes;
+        let at = damaged.len() / 2;
+        damaged[at] ^= 0x04;
+        let e = read_manifest(damaged, "m.mpk").unwrap_err().to_string();
+        assert!(e.starts_with("checkpoint m.mpk: checksum mismatch"), "{e}");
+        let e = read_manifest(b"not a model".to_vec(), "junk.mpk").unwrap_err();
+        assert!(e.to_string().starts_with("checkpoint junk.mpk: "), "{e}");
     }
 
     #[test]
