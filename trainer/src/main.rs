@@ -2,15 +2,12 @@
 
 mod backend;
 mod commands;
-mod eval;
-mod files;
 mod model_io;
-mod overlay;
 mod synth;
-mod train;
 
 use clap::{Parser, Subcommand};
-use ovseg_trainer::{data, image_io};
+// The library's modules under the names the commands use (`crate::train`, ...).
+use ovseg_trainer::{data, eval, files, image_io, overlay, train};
 
 #[derive(Parser)]
 #[command(

@@ -7,16 +7,16 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use burn::prelude::Backend;
 use ovseg_model::import::{load_dino_vit, load_hf_bert_dir};
-use ovseg_model::record::{model_to_bytes, Precision};
+use ovseg_model::record::read_manifest;
 use ovseg_model::text::TextTokenizer;
-use ovseg_model::OvsegConfig;
+use ovseg_model::{OvSegmentor, OvsegConfig};
 
 use crate::backend::DeviceKind;
 use crate::eval::datasets::{Benchmark, Dataset};
 use crate::eval::run::{evaluate, EvalOptions};
 use crate::model_io::{check_tokenizer, load_model, load_tokenizer, read_config};
 use crate::train::config::{Autocast, TrainConfig};
-use crate::train::run::{train, RunOptions};
+use crate::train::run::{train, RunOptions, Start};
 use crate::train::source::LoaderSource;
 use ovseg_trainer::data::{DataConfig, EntityIndex, Loader, Share, Source};
 
@@ -215,30 +215,13 @@ fn run_on<B: Backend>(args: Args, devices: Vec<B::Device>) -> Result<()> {
     let config = recipe(&args)?;
     let device = devices[0].clone();
 
-    // The starting model: ignored when resuming (the checkpoint has it).
-    let (initial, model_config, tokenizer) = if args.resume {
-        let stored = args.out.join("model.json");
-        let checkpoint = crate::train::checkpoint::Checkpoints::new(&args.out)
-            .latest()?
-            .map(|c| c.model_path());
-        let (config, tokenizer) = match checkpoint {
-            Some(model) => {
-                let loaded = load_model::<B>(&model, None, args.tokenizer.as_deref(), &device)?;
-                (loaded.config, loaded.tokenizer)
-            }
-            None if stored.is_file() => {
-                let config = read_config(&stored)?;
-                let tokenizer = fresh_tokenizer(&args, &config)?;
-                (config, tokenizer)
-            }
-            None => bail!(
-                "--resume: no checkpoint in {}",
-                args.out.join("checkpoints").display()
-            ),
-        };
-        (Vec::new(), config, tokenizer)
+    // The starting model; a resumed run reads it from its checkpoint.
+    let (start, model_config, tokenizer) = if args.resume {
+        let (config, tokenizer) = resumed_model(&args)?;
+        (Start::Resume, config, tokenizer)
     } else {
-        initial_model::<B>(&args, &config, &device)?
+        let (model, config, tokenizer) = initial_model::<B>(&args, &config, &device)?;
+        (Start::Fresh(model), config, tokenizer)
     };
     let tokenizer = Arc::new(tokenizer);
 
@@ -256,7 +239,6 @@ fn run_on<B: Backend>(args: Args, devices: Vec<B::Device>) -> Result<()> {
         cluster,
         config: config.clone(),
         model_config,
-        resume: args.resume,
         resume_changed: args.resume_changed,
         show_progress: !args.quiet,
     };
@@ -284,14 +266,9 @@ fn run_on<B: Backend>(args: Args, devices: Vec<B::Device>) -> Result<()> {
             save_pred: None,
             window: None,
         };
-        move |model: &[u8], step: usize| -> Result<f64> {
-            let (model, _) = ovseg_model::record::model_from_bytes::<B>(
-                model.to_vec(),
-                "the training model",
-                &device,
-            )?;
+        move |model: &OvSegmentor<B>, step: usize| -> Result<f64> {
             let report = evaluate(
-                &model,
+                model,
                 &tokenizer,
                 &dataset,
                 &options,
@@ -309,13 +286,13 @@ fn run_on<B: Backend>(args: Args, devices: Vec<B::Device>) -> Result<()> {
     });
     let summary = train::<B>(
         &options,
-        initial,
+        start,
         tokenizer,
         &source,
         devices,
         eval_hook
             .as_mut()
-            .map(|h| h as &mut crate::train::run::EvalHook<'_>),
+            .map(|h| h as &mut crate::train::run::EvalHook<'_, B>),
     )?;
     if let (Some(first), Some(last)) = (summary.first, summary.last) {
         println!(
@@ -342,12 +319,12 @@ fn fresh_tokenizer(args: &Args, config: &OvsegConfig) -> Result<TextTokenizer> {
     Ok(tokenizer)
 }
 
-/// The model training starts from (as model-file bytes), its configuration and its tokenizer.
+/// The model training starts from, its configuration and its tokenizer.
 fn initial_model<B: Backend>(
     args: &Args,
     config: &TrainConfig,
     device: &B::Device,
-) -> Result<(Vec<u8>, OvsegConfig, TextTokenizer)> {
+) -> Result<(OvSegmentor<B>, OvsegConfig, TextTokenizer)> {
     let (mut model, mut model_config, tokenizer) = match &args.init {
         Some(path) => {
             let loaded = load_model::<B>(
@@ -408,16 +385,45 @@ fn initial_model<B: Backend>(
         // Stage 2 starts with the momentum encoder equal to the stage-1 online encoder.
         model.reset_momentum_encoder();
     }
-    Ok((
-        model_to_bytes(
-            model,
-            &model_config,
-            tokenizer.stored_json(),
-            Precision::Full,
-        )?,
-        model_config,
-        tokenizer,
-    ))
+    Ok((model, model_config, tokenizer))
+}
+
+/// The configuration and tokenizer of the run `--resume` goes on with: those of its newest
+/// checkpoint (read without its weights; the training loop loads them), or of `model.json`.
+fn resumed_model(args: &Args) -> Result<(OvsegConfig, TextTokenizer)> {
+    let stored = args.out.join("model.json");
+    let checkpoint = crate::train::checkpoint::Checkpoints::new(&args.out)
+        .latest()?
+        .map(|c| c.model_path());
+    match checkpoint {
+        Some(path) => {
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let manifest = read_manifest(bytes, &path.display().to_string())?;
+            let (tokenizer, origin) = match &args.tokenizer {
+                Some(file) => (
+                    load_tokenizer(Some(file))?,
+                    format!("--tokenizer {}", file.display()),
+                ),
+                None => (
+                    TextTokenizer::stored(manifest.tokenizer.as_deref())
+                        .with_context(|| format!("the tokenizer stored in {}", path.display()))?,
+                    format!("the tokenizer stored in {}", path.display()),
+                ),
+            };
+            check_tokenizer(&tokenizer, &manifest.config, origin)?;
+            Ok((manifest.config, tokenizer))
+        }
+        None if stored.is_file() => {
+            let config = read_config(&stored)?;
+            let tokenizer = fresh_tokenizer(args, &config)?;
+            Ok((config, tokenizer))
+        }
+        None => bail!(
+            "--resume: no checkpoint in {}",
+            args.out.join("checkpoints").display()
+        ),
+    }
 }
 
 /// The loader of this machine's `share` of every global batch.

@@ -18,12 +18,12 @@ use anyhow::{bail, Context, Result};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use rand::seq::SliceRandom;
 use rand::Rng;
-use serde::{Deserialize, Serialize};
 
 use ovseg_model::data::entities::EntityVocab;
 use ovseg_model::segmentation::TemplateSet;
 
 pub use super::augment::{Augmentation, Stage};
+use super::batch::{Batch, DataPosition};
 use super::index::{build_index, EntityIndex};
 use super::sample::{rng_for, ImageSource, Job, Purpose, Recipe, Sample};
 use super::shards::feed_shards;
@@ -144,33 +144,6 @@ impl Source {
         }
         Ok(Source::Shards { shards })
     }
-}
-
-pub struct Batch {
-    pub size: usize,
-    pub image_size: usize,
-    /// [size, 3, H, W], normalised, CHW row-major.
-    pub images: Vec<f32>,
-    pub captions: Vec<String>,
-    /// Captions with every entity word replaced by `[MASK]`.
-    pub questions: Vec<String>,
-    /// A random template prefix and the caption's entities joined with " and ".
-    pub answers: Vec<String>,
-    /// Each caption's unique entity classes.
-    pub entities: Vec<Vec<String>>,
-    /// Stage 2: [size, 3, H, W], each sharing an entity with the sample.
-    pub partner_images: Option<Vec<f32>>,
-    /// Stage 2: "A photo of <entity>".
-    pub partner_texts: Option<Vec<String>>,
-    /// Where the data stands after this batch (for checkpoints): resume with
-    /// `loader.epoch(position.epoch, position.batch)`.
-    pub position: DataPosition,
-}
-
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DataPosition {
-    pub epoch: usize,
-    pub batch: usize,
 }
 
 pub struct Loader {

@@ -2,6 +2,7 @@
 //! shards, the training augmentations, and the parallel, deterministic batch loader.
 
 pub mod augment;
+pub mod batch;
 pub mod index;
 pub mod loader;
 pub mod released;
@@ -11,7 +12,8 @@ pub mod share;
 pub mod skips;
 
 pub use augment::Stage;
+pub use batch::{Batch, DataPosition};
 pub use index::EntityIndex;
-pub use loader::{Batch, Batches, DataConfig, DataPosition, Loader, Source};
+pub use loader::{Batches, DataConfig, Loader, Source};
 pub use share::{micro_batch_start, Share};
 pub use skips::SkipCounts;

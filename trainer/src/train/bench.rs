@@ -10,8 +10,9 @@ use burn::prelude::*;
 use ovseg_model::text::TextTokenizer;
 use ovseg_model::OvsegConfig;
 
+use crate::data::{Batch, DataPosition};
 use crate::train::optimizer::AdamWSettings;
-use crate::train::replica::{freeze_for_stage, DeviceBatch, Replica, ReplicaSettings};
+use crate::train::replica::{freeze_for_stage, Replica, ReplicaSettings};
 
 /// Peak resident memory of this process (Linux), reset before each measurement.
 fn peak_memory_mb() -> Option<f64> {
@@ -26,7 +27,7 @@ fn reset_peak_memory() {
     std::fs::write("/proc/self/clear_refs", "5").ok();
 }
 
-fn batch(size: usize, image_size: usize, stage_two: bool) -> DeviceBatch {
+fn batch(size: usize, image_size: usize, stage_two: bool) -> Batch {
     let pixels = size * 3 * image_size * image_size;
     let image: Vec<f32> = (0..pixels)
         .map(|i| ((i * 37 % 255) as f32 - 127.0) / 64.0)
@@ -36,7 +37,7 @@ fn batch(size: usize, image_size: usize, stage_two: bool) -> DeviceBatch {
             .map(|i| format!("{t} dog and a kite number {i}"))
             .collect()
     };
-    DeviceBatch {
+    Batch {
         size,
         image_size,
         images: image.clone(),
@@ -44,7 +45,9 @@ fn batch(size: usize, image_size: usize, stage_two: bool) -> DeviceBatch {
         questions: texts("a [MASK] and a [MASK] with"),
         answers: texts("a good photo of a"),
         entities: vec![vec!["dog".to_string(), "kite".to_string()]; size],
-        partner: stage_two.then(|| (image, texts("A photo of"))),
+        partner_texts: stage_two.then(|| texts("A photo of")),
+        partner_images: stage_two.then_some(image),
+        position: DataPosition::default(),
     }
 }
 

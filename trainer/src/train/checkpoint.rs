@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::config::TrainConfig;
+pub use crate::data::DataPosition;
 use crate::files::{rename, sync_folder, write_atomically, write_synced};
 
 pub const MODEL_FILE: &str = "model.mpk";
@@ -18,13 +19,6 @@ pub const STATE_FILE: &str = "state.json";
 /// Name prefixes of a checkpoint being written and of one set aside while it replaces it.
 const PARTIAL: &str = ".partial-";
 const REPLACED: &str = ".replaced-";
-
-/// Where the next batch comes from: batch `batch` of epoch `epoch`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DataPosition {
-    pub epoch: usize,
-    pub batch: usize,
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunState {
@@ -37,6 +31,20 @@ pub struct RunState {
     pub seed: u64,
     pub best_miou: Option<f64>,
     pub config: TrainConfig,
+}
+
+impl RunState {
+    /// A run that has not taken a step, on `devices` devices in all.
+    pub fn fresh(config: &TrainConfig, devices: usize) -> Self {
+        Self {
+            step: 0,
+            position: DataPosition::default(),
+            devices,
+            seed: config.seed,
+            best_miou: None,
+            config: config.clone(),
+        }
+    }
 }
 
 pub struct Checkpoints {

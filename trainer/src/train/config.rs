@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use ovseg_trainer::data::loader::{Augmentation, Stage};
+use crate::data::loader::{Augmentation, Stage};
 
 use super::optimizer::AdamWSettings;
 use super::schedule::CosineSchedule;

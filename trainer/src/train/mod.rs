@@ -5,6 +5,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod collective;
 pub mod config;
+pub mod devices;
 pub mod optimizer;
 pub mod replica;
 pub mod run;

@@ -3,12 +3,14 @@
 
 use std::sync::Arc;
 
+use crate::data::{micro_batch_start, Batch};
 use anyhow::{bail, Result};
 use burn::backend::Autodiff;
 use burn::collective::{all_reduce, ReduceOperation};
-use burn::module::{AutodiffModule, Module};
+use burn::module::{AutodiffModule, Module, ModuleMapper, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{FloatDType, TensorPrimitive};
 use ovseg_model::losses::{
     CrossPair, GatherAll, GroupNaming, LocalGather, LossOptions, Losses, TextInput, TrainBatch,
@@ -17,50 +19,10 @@ use ovseg_model::nn::{autocast, RandomStream};
 use ovseg_model::segmentation::TemplateSet;
 use ovseg_model::text::TextTokenizer;
 use ovseg_model::OvSegmentor;
-use ovseg_trainer::data::micro_batch_start;
 
 use super::collective::{all_reduce_gradients, CollectiveGather};
 use super::optimizer::{AdamWSettings, Optimizer};
 use super::text_cache::{FrozenText, TextRows};
-
-/// The rows of the global batch one device trains on in one forward.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeviceBatch {
-    pub size: usize,
-    pub image_size: usize,
-    /// [size, 3, H, W], normalised.
-    pub images: Vec<f32>,
-    pub captions: Vec<String>,
-    pub questions: Vec<String>,
-    pub answers: Vec<String>,
-    /// Each caption's unique entity classes (read by the group-naming loss).
-    pub entities: Vec<Vec<String>>,
-    /// Stage 2: partner images [size, 3, H, W] and "A photo of <entity>".
-    pub partner: Option<(Vec<f32>, Vec<String>)>,
-}
-
-impl DeviceBatch {
-    /// Rows `start..start + len`.
-    pub fn rows(&self, start: usize, len: usize) -> DeviceBatch {
-        let pixels = 3 * self.image_size * self.image_size;
-        let texts = |t: &[String]| t[start..start + len].to_vec();
-        DeviceBatch {
-            size: len,
-            image_size: self.image_size,
-            images: self.images[start * pixels..(start + len) * pixels].to_vec(),
-            captions: texts(&self.captions),
-            questions: texts(&self.questions),
-            answers: texts(&self.answers),
-            entities: self.entities[start..start + len].to_vec(),
-            partner: self.partner.as_ref().map(|(images, entity)| {
-                (
-                    images[start * pixels..(start + len) * pixels].to_vec(),
-                    texts(entity),
-                )
-            }),
-        }
-    }
-}
 
 /// Loss values of one optimizer step, averaged over micro-batches and devices.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -132,6 +94,11 @@ impl<B: Backend> Replica<B> {
             .expect("the model is only taken inside a step")
     }
 
+    /// This device's place in the gradient all-reduce (`None`: the only device).
+    pub fn gather(&self) -> Option<CollectiveGather> {
+        self.gather
+    }
+
     pub fn optimizer_bytes(&self) -> Result<Vec<u8>> {
         self.optimizer.to_bytes()
     }
@@ -144,7 +111,7 @@ impl<B: Backend> Replica<B> {
 
     /// One optimizer step over `micro` (the gradient-accumulation micro-batches of this device,
     /// laid out in the global batch as [`micro_batch_start`] says).
-    pub fn step(&mut self, micro: &[DeviceBatch], lr: f64, step: usize) -> Result<StepValues> {
+    pub fn step(&mut self, micro: &[Batch], lr: f64, step: usize) -> Result<StepValues> {
         if micro.is_empty() {
             bail!("a training step needs at least one batch");
         }
@@ -206,7 +173,7 @@ impl<B: Backend> Replica<B> {
     fn accumulate(
         &mut self,
         model: &OvSegmentor<Autodiff<B>>,
-        micro: &[DeviceBatch],
+        micro: &[Batch],
         step: usize,
     ) -> Result<Accumulated> {
         let (rank, world) = self.gather.map_or((0, 1), |g| (g.rank, g.world));
@@ -236,7 +203,7 @@ impl<B: Backend> Replica<B> {
     fn forward(
         &mut self,
         model: &OvSegmentor<Autodiff<B>>,
-        batch: &DeviceBatch,
+        batch: &Batch,
         stream: &RandomStream,
     ) -> Result<Losses<Autodiff<B>>> {
         let batch = self.tensors(batch)?;
@@ -293,7 +260,7 @@ impl<B: Backend> Replica<B> {
         }
     }
 
-    fn tensors(&mut self, batch: &DeviceBatch) -> Result<TrainBatch<Autodiff<B>>> {
+    fn tensors(&mut self, batch: &Batch) -> Result<TrainBatch<Autodiff<B>>> {
         let device = &self.device;
         let s = batch.image_size;
         let images = |pixels: &[f32]| {
@@ -338,7 +305,7 @@ impl<B: Backend> Replica<B> {
             caption: text(&batch.captions, TextRows::Cls)?,
             question: text(&batch.questions, TextRows::Questions)?,
             answer: text(&batch.answers, TextRows::Cls)?,
-            cross: match &batch.partner {
+            cross: match batch.partners() {
                 Some((pixels, entity)) => Some(CrossPair {
                     images: images(pixels),
                     entity: text(entity, TextRows::Cls)?,
@@ -393,6 +360,19 @@ fn naming_targets(entities: &[Vec<String>]) -> (Vec<String>, Vec<f32>, usize) {
         }
     }
     (classes, positives, count)
+}
+
+/// `model` on the autodiff backend with every float parameter trainable: a model built or
+/// loaded on the plain backend marks none as needing a gradient ([`freeze_for_stage`] then
+/// freezes what the stage keeps fixed).
+pub fn trainable<B: Backend>(model: OvSegmentor<B>) -> OvSegmentor<Autodiff<B>> {
+    struct RequireGrad;
+    impl<B: AutodiffBackend> ModuleMapper<B> for RequireGrad {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            param.map(|tensor| tensor.require_grad())
+        }
+    }
+    OvSegmentor::<Autodiff<B>>::from_inner(model).map(&mut RequireGrad)
 }
 
 /// Freezes what the run leaves untrained: the momentum encoder always (it moves by EMA), and

@@ -5,6 +5,7 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::data::Stage;
 use anyhow::Result;
 use burn::backend::Flex;
 use burn::module::Module;
@@ -12,12 +13,11 @@ use burn::prelude::*;
 use ovseg_model::record::{model_from_bytes, model_to_bytes, Precision};
 use ovseg_model::text::TextTokenizer;
 use ovseg_model::OvsegConfig;
-use ovseg_trainer::data::Stage;
 
 use super::config::TrainConfig;
 use super::optimizer::no_decay_params;
-use super::replica::DeviceBatch;
-use super::run::{train, BatchSource, RunOptions, RunSummary};
+use super::run::{train, BatchSource, RunOptions, RunSummary, Start};
+use crate::data::{Batch, DataPosition};
 
 /// Fixed pseudo-random batches: batch `k` of epoch `e` depends on (e, k) only.
 struct Synthetic {
@@ -48,11 +48,7 @@ impl BatchSource for Synthetic {
         Some(self.batches)
     }
 
-    fn epoch(
-        &self,
-        epoch: usize,
-        start: usize,
-    ) -> Box<dyn Iterator<Item = Result<DeviceBatch>> + '_> {
+    fn epoch(&self, epoch: usize, start: usize) -> Box<dyn Iterator<Item = Result<Batch>> + '_> {
         let words = ["dog", "cat", "car", "boat", "kite", "house", "ball", "cup"];
         Box::new((start..self.batches).map(move |k| {
             let pixels = 3 * self.image_size * self.image_size;
@@ -69,7 +65,7 @@ impl BatchSource for Synthetic {
             if self.poison.contains(&k) {
                 images[0] = f32::NAN;
             }
-            Ok(DeviceBatch {
+            Ok(Batch {
                 size: self.batch,
                 image_size: self.image_size,
                 images,
@@ -79,9 +75,14 @@ impl BatchSource for Synthetic {
                 entities: (0..self.batch)
                     .map(|i| vec![words[(i + k * 3 + epoch) % words.len()].to_string()])
                     .collect(),
-                partner: self
+                partner_images: self
                     .stage_two
-                    .then(|| (noise(seed + 77, self.batch * pixels), texts("A photo of"))),
+                    .then(|| noise(seed + 77, self.batch * pixels)),
+                partner_texts: self.stage_two.then(|| texts("A photo of")),
+                position: DataPosition {
+                    epoch,
+                    batch: k + 1,
+                },
             })
         }))
     }
@@ -223,13 +224,18 @@ impl Job {
             cluster: None,
             config: self.config.clone(),
             model_config: self.model.clone(),
-            resume,
             resume_changed: false,
             show_progress: false,
         };
         let tokenizer = Arc::new(TextTokenizer::bert_base_uncased());
         let devices = vec![Default::default(); self.devices];
-        train::<Flex>(&options, initial, tokenizer, &source, devices, None)
+        let start = if resume {
+            Start::Resume
+        } else {
+            let (model, _) = model_from_bytes::<Flex>(initial, "the initial model", &devices[0])?;
+            Start::Fresh(model)
+        };
+        train::<Flex>(&options, start, tokenizer, &source, devices, None)
     }
 
     fn run(&self, dir: &PathBuf, initial: Vec<u8>, resume: bool) -> RunSummary {
@@ -730,7 +736,7 @@ fn accumulated_micro_batches_draw_and_differentiate_per_sample_terms_like_the_wh
     use burn::optim::{GradientsAccumulator, GradientsParams};
     use ovseg_model::nn::{Draws, RandomStream};
 
-    use ovseg_trainer::data::micro_batch_start;
+    use crate::data::micro_batch_start;
 
     let device = Default::default();
     let model = noisy_model_config().init::<AB>(&device);
