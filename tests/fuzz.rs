@@ -1,6 +1,7 @@
 //! Fuzz targets on stable Rust: seeded loops of damaged inputs through every reader of untrusted
-//! bytes (share links, configurations, weight packs, model files, PyTorch checkpoints). Each
-//! case must end in `Ok` or an error: a panic fails the test and names the seed that caused it.
+//! bytes (share links, configurations, weight packs, model files, PyTorch checkpoints, which
+//! kind of model file a file is). Each case must end in `Ok` or an error: a panic fails the test
+//! and names the seed that caused it.
 //! Inputs start from valid files and are damaged the ways real damage and hostile edits look:
 //! flipped bytes, truncation, runs of 0x00/0xFF, numbers replaced by extremes.
 
@@ -184,6 +185,29 @@ fn model_file_reader() {
     fuzz_sealed("model file", 300, &valid, |damaged| {
         let _ = model_from_bytes::<Flex>(damaged, "fuzz.ovseg", &Default::default());
     });
+}
+
+/// `ModelFile::detect` (the CLI's, the engine's and the page's `model_file_kind`) on the first
+/// bytes of every kind of file, damaged: an answer or a one-line error, never a panic.
+#[test]
+fn model_file_kind() {
+    use ovseg_model::formats::{ModelFile, DETECT_BYTES};
+    let (config, model) = tiny();
+    let pth = std::fs::read(common::tiny_dir().join("checkpoint.pth")).unwrap();
+    let files = [
+        model_to_bytes(model.clone(), &config, None, Precision::Full).unwrap(),
+        write_pack(&model, &config, PackPart::Image, Storage::Int8, None).unwrap(),
+        write_pack(&model, &config, PackPart::Text, Storage::F16, None).unwrap(),
+        pth,
+    ];
+    for valid in &files {
+        let prefix = &valid[..valid.len().min(DETECT_BYTES)];
+        fuzz("model file kind", 2000, prefix, |damaged| {
+            if let Err(e) = ModelFile::detect(&damaged) {
+                assert!(!e.to_string().contains('\n'), "{e}");
+            }
+        });
+    }
 }
 
 #[test]

@@ -167,7 +167,7 @@ fn image_pack_first_text_pack_on_demand() {
     )
     .embed(
         &model,
-        &ovseg_model::segmentation::parse_labels(VOC, 254).unwrap(),
+        &ovseg_model::segmentation::parse_labels(VOC, MAX_BYTE_LABELS).unwrap(),
         &device,
     )
     .unwrap()
