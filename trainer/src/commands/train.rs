@@ -242,48 +242,7 @@ fn run_on<B: Backend>(args: Args, devices: Vec<B::Device>) -> Result<()> {
         resume_changed: args.resume_changed,
         show_progress: !args.quiet,
     };
-    // The evaluation folder is read once, here, so a wrong path fails before training starts.
-    let eval_data = match &config.eval {
-        Some(spec) => {
-            let classes = match &spec.classes {
-                Some(c) => Some(crate::eval::datasets::read_class_list(c)?),
-                None => None,
-            };
-            let benchmark = Benchmark::named(&spec.dataset)?;
-            Some((
-                spec.clone(),
-                Dataset::open(benchmark, &spec.root, classes, None)?,
-            ))
-        }
-        None => None,
-    };
-    let mut eval_hook = eval_data.map(|(spec, dataset)| {
-        let tokenizer = tokenizer.clone();
-        let device = device.clone();
-        let options = EvalOptions {
-            template: ovseg_model::segmentation::TemplateSet::Simple,
-            limit: spec.limit,
-            save_pred: None,
-            window: None,
-        };
-        move |model: &OvSegmentor<B>, step: usize| -> Result<f64> {
-            let report = evaluate(
-                model,
-                &tokenizer,
-                &dataset,
-                &options,
-                &indicatif::ProgressBar::hidden(),
-                &device,
-            )?;
-            tracing::info!(step, miou = report.miou, "zero-shot evaluation");
-            eprintln!(
-                "step {step}: mIoU {:.2} on {}",
-                report.miou,
-                spec.root.display()
-            );
-            Ok(report.miou)
-        }
-    });
+    let mut eval_hook = eval_during_training::<B>(&config, tokenizer.clone(), device)?;
     let summary = train::<B>(
         &options,
         start,
@@ -304,6 +263,40 @@ fn run_on<B: Backend>(args: Args, devices: Vec<B::Device>) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The recipe's evaluation during training, as the training loop calls it. The evaluation
+/// folder is read once, here, so a wrong path fails before training starts.
+fn eval_during_training<B: Backend>(
+    config: &TrainConfig,
+    tokenizer: Arc<TextTokenizer>,
+    device: B::Device,
+) -> Result<Option<impl FnMut(&OvSegmentor<B>, usize) -> Result<f64>>> {
+    let Some(spec) = config.eval.clone() else {
+        return Ok(None);
+    };
+    let classes = match &spec.classes {
+        Some(c) => Some(crate::eval::datasets::read_class_list(c)?),
+        None => None,
+    };
+    let dataset = Dataset::open(Benchmark::named(&spec.dataset)?, &spec.root, classes, None)?;
+    let options = EvalOptions {
+        template: ovseg_model::segmentation::TemplateSet::Simple,
+        limit: spec.limit,
+        save_pred: None,
+        window: None,
+    };
+    Ok(Some(move |model: &OvSegmentor<B>, step: usize| {
+        let bar = indicatif::ProgressBar::hidden();
+        let report = evaluate(model, &tokenizer, &dataset, &options, &bar, &device)?;
+        tracing::info!(step, miou = report.miou, "zero-shot evaluation");
+        eprintln!(
+            "step {step}: mIoU {:.2} on {}",
+            report.miou,
+            spec.root.display()
+        );
+        Ok(report.miou)
+    }))
 }
 
 /// `--tokenizer`, or the built-in uncased BERT one, checked against a fresh model's text encoder.
