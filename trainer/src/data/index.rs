@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use ovseg_model::data::entities::EntityVocab;
 
-use super::released::ReleasedPartners;
+use super::released::{read_class_labels, read_sample_list, ReleasedPartners};
 use super::shards::read_shard;
+pub use super::skips::Skipped;
 
 pub const INDEX_VERSION: u32 = 1;
 
@@ -23,22 +24,6 @@ pub struct IndexedSample {
     pub filename: String,
     pub caption: String,
     pub entities: Vec<String>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Skipped {
-    /// Lines that are not a JSON object with a filename and a caption...
-    pub invalid_lines: usize,
-    /// ...and the first of them as (line number, reason).
-    pub invalid_examples: Vec<(usize, String)>,
-    pub empty_caption: usize,
-    pub no_entity: usize,
-    /// Shards only: members without a picture or a caption beside them.
-    #[serde(default)]
-    pub unpaired: usize,
-    /// Shards only: shards that could not be read to the end (truncated, a corrupt header).
-    #[serde(default)]
-    pub damaged_shards: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -197,6 +182,45 @@ impl EntityIndex {
             caption,
             entities,
         });
+    }
+}
+
+impl EntityIndex {
+    /// Gives every pair with a class label that class as its one entity and takes partners from
+    /// the sample list instead of the index's own lists.
+    pub fn use_released(&mut self, class_labels: &Path, sample_list: &Path) -> Result<()> {
+        let labels = read_class_labels(class_labels)?;
+        let partners = read_sample_list(sample_list)?;
+        let mut by_entity: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        let mut unlabelled = 0;
+        for (id, sample) in self.samples.iter_mut().enumerate() {
+            let name = sample
+                .filename
+                .rsplit('/')
+                .next()
+                .unwrap_or(&sample.filename);
+            match labels.get(name) {
+                Some(class) => sample.entities = vec![class.clone()],
+                None => unlabelled += 1,
+            }
+            for entity in &sample.entities {
+                by_entity.entry(entity.clone()).or_default().push(id);
+            }
+        }
+        self.by_entity = by_entity;
+        self.released = Some(ReleasedPartners {
+            class_labels: class_labels.display().to_string(),
+            sample_list: sample_list.display().to_string(),
+            partners,
+            unlabelled,
+        });
+        Ok(())
+    }
+
+    /// A pair's partner candidates for `entity` from the released sample list, if it has any.
+    pub fn released_partners(&self, entity: &str) -> Option<&[String]> {
+        let list = self.released.as_ref()?.partners.get(entity)?;
+        (!list.is_empty()).then_some(list.as_slice())
     }
 }
 

@@ -6,9 +6,9 @@
 //! the iterator puts them back in order and cuts batches. A sample whose picture cannot be read
 //! takes the place of the next readable sample of its batch, with its own random draws.
 //!
-//! On several machines ([`Share`]) each decodes only its part: a meta-file's epoch is listed
-//! alike everywhere and each machine makes its own rows of every global batch; shards are dealt
-//! out to the machines, reshuffled every epoch, each read by one machine.
+//! On several machines ([`Share`](super::Share)) each decodes only its part: a meta-file's
+//! epoch is listed alike everywhere and each machine makes its own rows of every global batch;
+//! shards are dealt out to the machines, reshuffled every epoch, each read by one machine.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,52 +24,11 @@ use ovseg_model::segmentation::TemplateSet;
 
 pub use super::augment::{Augmentation, Stage};
 use super::batch::{Batch, DataPosition};
+pub use super::config::DataConfig;
 use super::index::{build_index, EntityIndex};
 use super::sample::{rng_for, ImageSource, Job, Purpose, Recipe, Sample};
 use super::shards::feed_shards;
-use super::share::Share;
 use super::skips::{SkipCounts, SkipLog};
-
-#[derive(Debug, Clone)]
-pub struct DataConfig {
-    /// Side of the square training crop (224).
-    pub image_size: usize,
-    pub stage: Stage,
-    /// Of the training picture (partners get stage 2's).
-    pub augmentation: Augmentation,
-    pub seed: u64,
-    /// Threads decoding and augmenting pictures.
-    pub workers: usize,
-    /// Batches made ahead of the consumer.
-    pub prefetch: usize,
-    /// Samples a batch (the global batch).
-    pub batch_size: usize,
-    /// Shards only: samples held in the shuffle buffer.
-    pub shuffle_buffer: usize,
-    /// Shards only: recent samples kept per entity to draw stage-2 partners from.
-    pub partner_pool: usize,
-    /// The part of every global batch this machine makes (all of it on one machine).
-    pub share: Share,
-}
-
-impl DataConfig {
-    /// 224-pixel crops with the paper's augmentation, one worker per core, 2 batches
-    /// prefetched, a 1000-sample shuffle buffer and 16 partners per entity.
-    pub fn new(stage: Stage, batch_size: usize, seed: u64) -> Self {
-        Self {
-            image_size: 224,
-            stage,
-            augmentation: Augmentation::paper(stage),
-            seed,
-            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            prefetch: 2,
-            batch_size,
-            shuffle_buffer: 1000,
-            partner_pool: 16,
-            share: Share::WHOLE,
-        }
-    }
-}
 
 pub enum Source {
     /// A meta-file, the folder its filenames are relative to, and its entity index.

@@ -3,6 +3,7 @@
 
 pub mod augment;
 pub mod batch;
+pub mod config;
 pub mod index;
 pub mod loader;
 pub mod released;
@@ -13,7 +14,8 @@ pub mod skips;
 
 pub use augment::Stage;
 pub use batch::{Batch, DataPosition};
+pub use config::DataConfig;
 pub use index::EntityIndex;
-pub use loader::{Batches, DataConfig, Loader, Source};
+pub use loader::{Batches, Loader, Source};
 pub use share::{micro_batch_start, Share};
 pub use skips::SkipCounts;

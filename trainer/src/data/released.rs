@@ -17,8 +17,6 @@ use serde::{Deserialize, Serialize};
 
 use ovseg_model::segmentation::Vocab;
 
-use super::index::EntityIndex;
-
 /// Partners from the released files, stored in the entity index.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleasedPartners {
@@ -96,45 +94,6 @@ pub fn read_sample_list(path: &Path) -> Result<BTreeMap<String, Vec<String>>> {
         }
     }
     Ok(partners)
-}
-
-impl EntityIndex {
-    /// Gives every pair with a class label that class as its one entity and takes partners from
-    /// the sample list instead of the index's own lists.
-    pub fn use_released(&mut self, class_labels: &Path, sample_list: &Path) -> Result<()> {
-        let labels = read_class_labels(class_labels)?;
-        let partners = read_sample_list(sample_list)?;
-        let mut by_entity: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-        let mut unlabelled = 0;
-        for (id, sample) in self.samples.iter_mut().enumerate() {
-            let name = sample
-                .filename
-                .rsplit('/')
-                .next()
-                .unwrap_or(&sample.filename);
-            match labels.get(name) {
-                Some(class) => sample.entities = vec![class.clone()],
-                None => unlabelled += 1,
-            }
-            for entity in &sample.entities {
-                by_entity.entry(entity.clone()).or_default().push(id);
-            }
-        }
-        self.by_entity = by_entity;
-        self.released = Some(ReleasedPartners {
-            class_labels: class_labels.display().to_string(),
-            sample_list: sample_list.display().to_string(),
-            partners,
-            unlabelled,
-        });
-        Ok(())
-    }
-
-    /// A pair's partner candidates for `entity` from the released sample list, if it has any.
-    pub fn released_partners(&self, entity: &str) -> Option<&[String]> {
-        let list = self.released.as_ref()?.partners.get(entity)?;
-        (!list.is_empty()).then_some(list.as_slice())
-    }
 }
 
 #[cfg(test)]

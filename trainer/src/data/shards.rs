@@ -15,7 +15,8 @@ use rand::Rng;
 
 use ovseg_model::data::entities::EntityVocab;
 
-use super::loader::{DataConfig, Stage};
+use super::augment::Stage;
+use super::config::DataConfig;
 use super::sample::{rng_for, ImageSource, Job, Purpose};
 use super::skips::{SkipCounts, SkipLog};
 

@@ -5,7 +5,24 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Mutex;
 
-use super::index::Skipped;
+use serde::{Deserialize, Serialize};
+
+/// What building the entity index left out, by cause (stored in the index).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    /// Lines that are not a JSON object with a filename and a caption...
+    pub invalid_lines: usize,
+    /// ...and the first of them as (line number, reason).
+    pub invalid_examples: Vec<(usize, String)>,
+    pub empty_caption: usize,
+    pub no_entity: usize,
+    /// Shards only: members without a picture or a caption beside them.
+    #[serde(default)]
+    pub unpaired: usize,
+    /// Shards only: shards that could not be read to the end (truncated, a corrupt header).
+    #[serde(default)]
+    pub damaged_shards: usize,
+}
 
 /// At most this many unreadable pictures are listed by name (all are counted).
 const LISTED_IMAGES: usize = 100;
