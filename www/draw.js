@@ -2,20 +2,16 @@
 // groups instead of the labels.
 
 import { call } from './rpc.js';
+import { rules } from './rules.js';
 import { state } from './state.js';
 import { $, updateButtons } from './ui.js';
 
+/** The colour of label `i`: PASCAL VOC's, as the command line's overlays use, and none for
+ * the background. */
 export function palette(i, names) {
-  if (names[i] === 'background' && i === 0) return [0, 0, 0, 0];
-  // The PASCAL VOC colour map (bit-interleaved), as mmseg and the CLI's overlay use.
-  let r = 0, g = 0, b = 0, c = i;
-  for (let j = 0; j < 8; j++) {
-    r |= ((c >> 0) & 1) << (7 - j);
-    g |= ((c >> 1) & 1) << (7 - j);
-    b |= ((c >> 2) & 1) << (7 - j);
-    c >>= 3;
-  }
-  return [r, g, b, 255];
+  if (i === 0 && names[0] === rules.limits.background) return [0, 0, 0, 0];
+  const p = rules.palette;
+  return [p[3 * i], p[3 * i + 1], p[3 * i + 2], 255];
 }
 
 /** The raw groups of the current picture, drawn instead of the labels (nearest-neighbour). */

@@ -7,7 +7,9 @@ import { dropOldCaches } from './cache.js';
 import { approved, mayLoad } from './consent.js';
 import { wire } from './controls.js';
 import { loadDemo, loadVocab } from './demo.js';
-import { loadModel } from './models.js';
+import { chooseBackend, loadModel } from './models.js';
+import { call } from './rpc.js';
+import { loadRules } from './rules.js';
 import { runFromControls, segment, setPicture } from './segment.js';
 import { openLink, shareLink } from './share.js';
 import { DEFAULT_MODEL, ready, resolveReady, state } from './state.js';
@@ -33,6 +35,9 @@ window.ovseg = {
 async function main() {
   wire();
   setStatus();
+  // The code for the backend the model will use is fetched now; the page's rules come from it.
+  call('prepare', { backend: await chooseBackend().catch(() => 'cpu') }).catch(() => {});
+  await loadRules();
   await dropOldCaches();
   await loadVocab();
   let examples = await loadDemo();

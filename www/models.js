@@ -48,7 +48,7 @@ export async function keepModel(keep) {
   }
 }
 
-async function chooseBackend() {
+export async function chooseBackend() {
   const probe = await call('probe');
   state.adapter = probe.adapter;
   const wanted = $('backend').value;
@@ -57,12 +57,10 @@ async function chooseBackend() {
   return probe.webgpu ? 'webgpu' : 'cpu';
 }
 
-/** 'image' or 'text' for a weight pack (`ovseg export-web`), null for anything else. */
-function packPart(bytes) {
-  const b = new Uint8Array(bytes, 0, Math.min(bytes.byteLength, 1 << 16));
-  if (b.length < 12 || new TextDecoder().decode(b.subarray(0, 8)) !== 'OVSEGPAK') return null;
-  const m = /"part":"(image|text)"/.exec(new TextDecoder().decode(b.subarray(12)));
-  return m ? m[1] : null;
+/** Which kind of model file `bytes` is ('model', 'image-pack', 'text-pack', 'checkpoint'), as
+ * the model crate decides it; null for none of them (loading it then says why). */
+function fileKind(bytes, backend) {
+  return call('kind', { prefix: bytes.slice(0, 1 << 16), backend }).catch(() => null);
 }
 
 /** The image pack (or single file) at a URL with its classes.json. */
@@ -89,7 +87,7 @@ async function modelFromUrl(source) {
 
 /** A model from chosen files: a model file or image pack, and its text pack, tokenizer.json and
  * classes.json when they are among them. */
-async function modelFromFiles(source) {
+async function modelFromFiles(source, backend) {
   const files = source instanceof Blob ? [source] : [...source];
   const weights = [];
   let classes = null;
@@ -97,11 +95,14 @@ async function modelFromFiles(source) {
   for (const f of files) {
     if (f.name === 'classes.json') classes = JSON.parse(await f.text());
     else if (f.name === 'tokenizer.json') tokenizer = await f.arrayBuffer();
-    else weights.push({ file: f, bytes: await f.arrayBuffer() });
+    else {
+      const bytes = await f.arrayBuffer();
+      weights.push({ file: f, bytes, kind: await fileKind(bytes, backend) });
+    }
   }
-  const model = weights.find((w) => packPart(w.bytes) !== 'text');
+  const model = weights.find((w) => w.kind !== 'text-pack');
   if (!model) throw new Error('no model among the chosen files (a text.ovsegpack needs its image.ovsegpack)');
-  const textFile = (weights.find((w) => packPart(w.bytes) === 'text') || {}).file || null;
+  const textFile = (weights.find((w) => w.kind === 'text-pack') || {}).file || null;
   state.timings.cached = false;
   return { bytes: model.bytes, classes, tokenizer, textFile, fromUrl: null };
 }
@@ -122,11 +123,11 @@ export async function loadModel(source, announce = true) {
   $('keep-model').disabled = true;
   // fromUrl: {url, keep, export} for a model from a URL.
   const { bytes, classes, tokenizer, textFile, fromUrl } = typeof source === 'string'
-    ? await modelFromUrl(source) : await modelFromFiles(source);
+    ? await modelFromUrl(source) : await modelFromFiles(source, backend);
   state.timings.download = performance.now() - t0;
   state.timings.bytes = bytes.byteLength;
   // The tokenizer travels inside the model file, or inside an image pack's text part.
-  const isPack = packPart(bytes) === 'image';
+  const isPack = (await fileKind(bytes, backend)) === 'image-pack';
   const loaded = await call('load', { model: bytes, tokenizer: isPack ? undefined : tokenizer, backend }, [bytes]);
   state.backend = loaded.backend;
   state.build = loaded.build;

@@ -1,18 +1,18 @@
 // Pictures: decoded from a URL or a Blob into RGBA pixels (refused over 16 MP) and shown.
 
+import { rules } from './rules.js';
 import { $ } from './ui.js';
 
-const MAX_PICTURE_PIXELS = 4096 * 4096; // what a share link can hold
-
-/** A picture as a bitmap, refused over MAX_PICTURE_PIXELS: every picture passes here, chosen,
- * dropped, pasted, fetched or named by a share link. */
+/** A picture as a bitmap, refused over what a share link can hold (`maxLinkPixels`): every
+ * picture passes here, chosen, dropped, pasted, fetched or named by a share link. */
 export async function pictureBitmap(blob, options = { colorSpaceConversion: 'none', premultiplyAlpha: 'none', imageOrientation: 'from-image' }) {
   const bitmap = await createImageBitmap(blob, options)
     .catch(() => { throw new Error('this file is not a picture the browser can read (JPEG, PNG, WebP, GIF)'); });
   const { width, height } = bitmap;
-  if (width * height > MAX_PICTURE_PIXELS) {
+  const most = rules.limits.maxLinkPixels;
+  if (width * height > most) {
     bitmap.close();
-    throw new Error(`the picture is ${width}x${height}; at most ${MAX_PICTURE_PIXELS} pixels`);
+    throw new Error(`the picture is ${width}x${height}; at most ${most} pixels`);
   }
   return bitmap;
 }

@@ -5,6 +5,7 @@
 import { drawResult } from './draw.js';
 import { pictureBitmap, showPicture } from './pictures.js';
 import { call } from './rpc.js';
+import { rules } from './rules.js';
 import { state } from './state.js';
 import { $ } from './ui.js';
 
@@ -46,7 +47,7 @@ export async function openLink(link) {
     $('shared-text').textContent = `This segmentation link cannot be shown: ${e.message}`;
     return false;
   }
-  const names = s.background ? ['background', ...s.labels] : [...s.labels];
+  const names = s.background ? [rules.limits.background, ...s.labels] : [...s.labels];
   let bitmap = null;
   let url = null;
   let refused = null; // why the picture was refused, as for a chosen or dropped one

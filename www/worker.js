@@ -123,6 +123,24 @@ const ops = {
   async shareRead({ link }) {
     return (await anyWasm()).share_read(link);
   },
+
+  // The model crate's rules for the page (www/rules.js), from the build in use or on its way
+  // (no second download).
+  async rules() {
+    let wasm;
+    try {
+      wasm = loaded ? loaded.wasm : await (builds.full || builds.cpu || wasmBuild('cpu'));
+    } catch (_) {
+      wasm = await wasmBuild('cpu');
+    }
+    return { limits: wasm.request_limits(), palette: wasm.voc_palette() };
+  },
+
+  // Which kind of model file bytes begin: 'model', 'image-pack', 'text-pack' or 'checkpoint'
+  // (ovseg_model::formats), asked of the build that will load it.
+  async kind({ prefix, backend }) {
+    return (await wasmBuild(buildFor(backend))).model_file_kind(new Uint8Array(prefix));
+  },
 };
 
 self.onmessage = (event) => {
