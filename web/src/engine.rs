@@ -26,8 +26,8 @@ use ovseg_model::segmentation::{
 use ovseg_model::text::TextTokenizer;
 use ovseg_model::{OvSegmentor, OvsegConfig, OvsegError};
 
-/// A segmentation queued on the device.
-pub struct Pending<B: Backend> {
+/// A segmentation queued on the device: its label map is read back only when asked for.
+pub struct LabelsOnDevice<B: Backend> {
     /// [H, W] label indices.
     pub labels: Tensor<B, 2, Int>,
     /// Names by index: "background" first when there is one.
@@ -184,7 +184,7 @@ impl<B: Backend> Engine<B> {
         width: usize,
         height: usize,
         request: &Request,
-    ) -> Result<Pending<B>, OvsegError> {
+    ) -> Result<LabelsOnDevice<B>, OvsegError> {
         let picture = rgba_picture(rgba, width, height)?;
         if request.labels().len() > MAX_BYTE_LABELS {
             return Err(OvsegError::Input(format!(
@@ -199,7 +199,7 @@ impl<B: Backend> Engine<B> {
             ..self.model.segment_options(None)
         };
         let labels = self.model.segment(&picture, classes, &options).labels;
-        Ok(Pending {
+        Ok(LabelsOnDevice {
             labels,
             names: request.names(),
             encoded_text,

@@ -27,7 +27,7 @@ mod bindings {
     use wasm_bindgen::prelude::*;
 
     use crate::args::{share_args, StartArgs};
-    use crate::engine::{label_bytes, Engine, Pending, Request};
+    use crate::engine::{label_bytes, Engine, LabelsOnDevice, Request};
     use ovseg_model::segmentation::MAX_BYTE_LABELS;
 
     #[wasm_bindgen]
@@ -53,7 +53,8 @@ mod bindings {
         }));
     }
 
-    enum Backed {
+    /// The engine on the backend the page chose.
+    enum BackendEngine {
         #[cfg(feature = "webgpu")]
         Gpu(Engine<Wgpu>),
         Cpu(Engine<Flex>),
@@ -62,35 +63,36 @@ mod bindings {
     /// A loaded model, its tokenizer and the class embeddings computed so far.
     #[wasm_bindgen]
     pub struct Segmenter {
-        engine: Backed,
+        engine: BackendEngine,
     }
 
     /// A segmentation queued on the device; [`read_labels`] waits for it.
     #[wasm_bindgen]
-    pub struct Queued {
-        labels: QueuedLabels,
+    pub struct QueuedLabelMap {
+        labels: LabelsOnBackend,
         names: Vec<String>,
         encoded_text: bool,
     }
 
-    enum QueuedLabels {
+    /// A label map on the device of the backend that computed it.
+    enum LabelsOnBackend {
         #[cfg(feature = "webgpu")]
-        Gpu(Pending<Wgpu>),
-        Cpu(Pending<Flex>),
+        Gpu(LabelsOnDevice<Wgpu>),
+        Cpu(LabelsOnDevice<Flex>),
     }
 
     /// Runs `$body` on the engine, whichever backend holds it, with `$queue` naming the
-    /// matching `QueuedLabels` variant (the WebGPU arm exists only in the full build).
+    /// matching `LabelsOnBackend` variant (the WebGPU arm exists only in the full build).
     macro_rules! on_engine {
         ($backed:expr, |$e:ident, $queue:ident| $body:expr) => {
             match $backed {
                 #[cfg(feature = "webgpu")]
-                Backed::Gpu($e) => {
-                    let $queue = QueuedLabels::Gpu;
+                BackendEngine::Gpu($e) => {
+                    let $queue = LabelsOnBackend::Gpu;
                     $body
                 }
-                Backed::Cpu($e) => {
-                    let $queue = QueuedLabels::Cpu;
+                BackendEngine::Cpu($e) => {
+                    let $queue = LabelsOnBackend::Cpu;
                     $body
                 }
             }
@@ -126,11 +128,11 @@ mod bindings {
                     init_setup_async::<graphics::WebGpu>(&device, Default::default()).await;
                     GPU_READY.set(true);
                 }
-                Backed::Gpu(Engine::new(model, tokenizer, &device).map_err(js_err)?)
+                BackendEngine::Gpu(Engine::new(model, tokenizer, &device).map_err(js_err)?)
             }
-            "cpu" => {
-                Backed::Cpu(Engine::new(model, tokenizer, &Default::default()).map_err(js_err)?)
-            }
+            "cpu" => BackendEngine::Cpu(
+                Engine::new(model, tokenizer, &Default::default()).map_err(js_err)?,
+            ),
             other => {
                 return Err(JsError::new(&format!(
                     "backend '{other}' is not in this build (it has: {})",
@@ -146,15 +148,15 @@ mod bindings {
         pub fn backend(&self) -> String {
             match self.engine {
                 #[cfg(feature = "webgpu")]
-                Backed::Gpu(_) => "webgpu".into(),
-                Backed::Cpu(_) => "cpu".into(),
+                BackendEngine::Gpu(_) => "webgpu".into(),
+                BackendEngine::Cpu(_) => "cpu".into(),
             }
         }
 
         /// Queues the segmentation of a picture: `{rgba, width, height, labels, background,
         /// bgThresh, template}`, `rgba` its RGBA pixels (e.g. `ImageData.data`), `labels` the
         /// comma-separated words.
-        pub fn start(&mut self, args: JsValue) -> Result<Queued, JsError> {
+        pub fn start(&mut self, args: JsValue) -> Result<QueuedLabelMap, JsError> {
             let a = StartArgs::read(&args)?;
             let (rgba, width, height) = (a.rgba.as_slice(), a.width, a.height);
             let request = Request::parse(
@@ -167,7 +169,7 @@ mod bindings {
             .map_err(js_err)?;
             on_engine!(&mut self.engine, |e, queue| {
                 let p = e.start(rgba, width, height, &request).map_err(js_err)?;
-                Ok(Queued {
+                Ok(QueuedLabelMap {
                     names: p.names.clone(),
                     encoded_text: p.encoded_text,
                     labels: queue(p),
@@ -182,17 +184,17 @@ mod bindings {
             rgba: &[u8],
             width: usize,
             height: usize,
-        ) -> Result<Queued, JsError> {
+        ) -> Result<QueuedLabelMap, JsError> {
             let (labels, groups) = on_engine!(&self.engine, |e, queue| {
                 let (labels, groups) = e.start_groups(rgba, width, height).map_err(js_err)?;
-                let pending = Pending {
+                let pending = LabelsOnDevice {
                     labels,
                     names: vec![],
                     encoded_text: false,
                 };
                 (queue(pending), groups)
             });
-            Ok(Queued {
+            Ok(QueuedLabelMap {
                 labels,
                 names: (1..=groups).map(|g| format!("group {g}")).collect(),
                 encoded_text: false,
@@ -240,7 +242,7 @@ mod bindings {
     }
 
     #[wasm_bindgen]
-    impl Queued {
+    impl QueuedLabelMap {
         /// Label names by index ("background" first when enabled).
         pub fn names(&self) -> Vec<String> {
             self.names.clone()
@@ -254,11 +256,11 @@ mod bindings {
 
     /// Waits for a queued segmentation: one byte a pixel, row-major.
     #[wasm_bindgen]
-    pub async fn read_labels(queued: Queued) -> Result<Vec<u8>, JsError> {
+    pub async fn read_labels(queued: QueuedLabelMap) -> Result<Vec<u8>, JsError> {
         let data = match queued.labels {
             #[cfg(feature = "webgpu")]
-            QueuedLabels::Gpu(p) => p.labels.into_data_async().await,
-            QueuedLabels::Cpu(p) => p.labels.into_data_async().await,
+            LabelsOnBackend::Gpu(p) => p.labels.into_data_async().await,
+            LabelsOnBackend::Cpu(p) => p.labels.into_data_async().await,
         }
         .map_err(|e| JsError::new(&format!("reading the label map: {e:?}")))?;
         label_bytes(data).map_err(js_err)
