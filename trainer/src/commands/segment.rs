@@ -60,37 +60,9 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 fn run_on<B: Backend>(args: &Args, device: B::Device) -> Result<()> {
-    let request = Request::parse(
-        &args.labels,
-        !args.no_background,
-        args.bg_thresh,
-        args.template.name(),
-        MAX_LABELS,
-    )
-    .map_err(|e| {
-        let flag = format!("--{}", e.field().replace('_', "-"));
-        anyhow::Error::new(e).context(flag)
-    })?;
-    if args.share_url.is_some() && request.labels().len() > MAX_BYTE_LABELS {
-        bail!(
-            "a share link holds at most {MAX_BYTE_LABELS} labels; {} given",
-            request.labels().len()
-        );
-    }
+    let request = request(args)?;
     let images = expand_inputs(&args.image)?;
-    let explicit =
-        args.out_mask.is_some() || args.out_overlay.is_some() || args.out_logits.is_some();
-    if images.len() > 1 && explicit {
-        bail!("--out-mask, --out-overlay and --out-logits name one picture's outputs; with {} pictures use --out-dir", images.len());
-    }
-    let out_dir = match (&args.out_dir, explicit) {
-        (Some(dir), _) => Some(dir.clone()),
-        (None, false) => Some(PathBuf::from(".")),
-        (None, true) => None,
-    };
-    if let Some(dir) = &out_dir {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
+    let out_dir = output_folder(args, images.len())?;
 
     let (model, tokenizer) = args.model.load::<B>(&device)?;
     // The words are encoded once for every picture of the run.
@@ -149,6 +121,47 @@ fn run_on<B: Backend>(args: &Args, device: B::Device) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The words, template and threshold of the command line as one checked request.
+fn request(args: &Args) -> Result<Request> {
+    let request = Request::parse(
+        &args.labels,
+        !args.no_background,
+        args.bg_thresh,
+        args.template.name(),
+        MAX_LABELS,
+    )
+    .map_err(|e| {
+        let flag = format!("--{}", e.field().replace('_', "-"));
+        anyhow::Error::new(e).context(flag)
+    })?;
+    if args.share_url.is_some() && request.labels().len() > MAX_BYTE_LABELS {
+        bail!(
+            "a share link holds at most {MAX_BYTE_LABELS} labels; {} given",
+            request.labels().len()
+        );
+    }
+    Ok(request)
+}
+
+/// The folder the outputs of `pictures` pictures go to (made if missing): `--out-dir`, the
+/// current folder, or none when one picture's outputs are named one by one.
+fn output_folder(args: &Args, pictures: usize) -> Result<Option<PathBuf>> {
+    let explicit =
+        args.out_mask.is_some() || args.out_overlay.is_some() || args.out_logits.is_some();
+    if pictures > 1 && explicit {
+        bail!("--out-mask, --out-overlay and --out-logits name one picture's outputs; with {pictures} pictures use --out-dir");
+    }
+    let out_dir = match (&args.out_dir, explicit) {
+        (Some(dir), _) => Some(dir.clone()),
+        (None, false) => Some(PathBuf::from(".")),
+        (None, true) => None,
+    };
+    if let Some(dir) = &out_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    Ok(out_dir)
 }
 
 /// Runs one picture's work, a panic (a bug, or the backend refusing an input) becoming that
