@@ -1,4 +1,5 @@
-// Pictures: decoded from a URL or a Blob into RGBA pixels (refused over 16 MP) and shown.
+// Pictures: decoded from a URL or a Blob into RGBA pixels (refused over what a share link can
+// hold: `rules.limits.maxLinkPixels`) and shown.
 
 import { rules } from './rules.js';
 import { $ } from './ui.js';
